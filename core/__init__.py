@@ -1,0 +1,1 @@
+"""Settings, logging, errors and small shared types. Imports nothing of pocketrun's."""

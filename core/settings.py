@@ -1,0 +1,75 @@
+"""All configuration, read from the environment with the ``POCKETRUN_`` prefix."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept plain ``sqlite://`` and ``postgresql://`` URLs and pick the async driver."""
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    if url.startswith("postgresql://"):
+        return "postgresql+asyncpg://" + url[len("postgresql://") :]
+    if url.startswith("postgres://"):
+        return "postgresql+asyncpg://" + url[len("postgres://") :]
+    return url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POCKETRUN_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///pocketrun.db"
+    executor: Literal["local", "celery"] = "local"
+    redis_url: str | None = None
+    flows: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 1024 * 1024
+    rate_limit: str | None = None
+    admin_key: str | None = None
+    jwt_secret: str | None = None
+    jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_role_claim: str = "role"
+    jwt_tenant_claim: str = "tenant"
+    jwt_role_map: str | None = None
+
+    log_level: str = "INFO"
+    log_json: bool = True
+    auto_migrate: bool = True
+    worker_name: str | None = None
+    concurrency: int = Field(default=8, ge=1, le=1024)
+    lease_ttl: float = Field(default=15.0, gt=0)
+    sweep_interval: float = Field(default=2.0, gt=0)
+    drain_grace: float = Field(default=20.0, ge=0)
+    snapshot_every: int = Field(default=50, ge=1)
+    max_store_bytes: int = 8 * 1024 * 1024
+    wait_cap: float = Field(default=60.0, ge=0)
+    inline_budget: float = Field(default=30.0, ge=0)
+    default_max_steps: int = 10_000
+    idempotency_ttl: float = 24 * 3600.0
+    max_deliveries: int = Field(default=20, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalize(cls, value: str) -> str:
+        return normalize_database_url(value)
+
+    @property
+    def flow_modules(self) -> list[str]:
+        return [m.strip() for m in self.flows.split(",") if m.strip()]
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""SQLAlchemy models, the async database handle, repositories and migrations."""

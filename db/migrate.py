@@ -1,0 +1,45 @@
+"""Schema migrations with Alembic, driven from code (no alembic.ini needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from db.database import Database
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _config(connection: Any | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(_config()).get_current_head() or ""
+
+
+async def upgrade(db: Database, revision: str = "head") -> None:
+    """Bring the schema to ``revision``; safe when several processes start at once."""
+    async with db.write() as conn:
+        if db.dialect == "postgresql":
+            await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7263318)")
+
+        def run(sync_conn: Any) -> None:
+            command.upgrade(_config(sync_conn), revision)
+
+        await conn.run_sync(run)
+
+
+async def current_revision(db: Database) -> str | None:
+    async with db.read() as conn:
+        return await conn.run_sync(
+            lambda sync_conn: MigrationContext.configure(sync_conn).get_current_revision()
+        )

@@ -1,0 +1,117 @@
+"""Tables: flows, runs, steps, idempotency keys."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, MetaData, String, Uuid, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from db.types import JSONType, UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class FlowRecord(Base):
+    __tablename__ = "flows"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[str] = mapped_column(String(100), primary_key=True)
+    graph_hash: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(String, default="")
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(100))
+    principal: Mapped[str] = mapped_column(String(200))
+    flow: Mapped[str] = mapped_column(String(100))
+    flow_version: Mapped[str] = mapped_column(String(100))
+    graph_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    mode: Mapped[str] = mapped_column(String(16))
+    queue: Mapped[str] = mapped_column(String(100), default="default")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    input: Mapped[Any] = mapped_column(JSONType)
+    output: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
+    error: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
+    metadata_: Mapped[Any] = mapped_column("metadata", JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    current_node: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # Checkpoint: seq counts committed steps and fences every commit.
+    seq: Mapped[int] = mapped_column(Integer, default=0)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    cursor: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
+    state: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
+    state_seq: Mapped[int] = mapped_column(Integer, default=0)
+    # Who may execute it: the database alone decides.
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    deliveries: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (
+        Index("ix_runs_tenant_id", "tenant", "id"),
+        Index("ix_runs_tenant_flow_id", "tenant", "flow", "id"),
+        Index("ix_runs_tenant_status_id", "tenant", "status", "id"),
+        Index(
+            "ix_runs_unfinished",
+            "status",
+            "lease_expires_at",
+            postgresql_where=text("status IN ('queued', 'running')"),
+            sqlite_where=text("status IN ('queued', 'running')"),
+        ),
+    )
+
+
+class Step(Base):
+    __tablename__ = "steps"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    action: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    duration_ms: Mapped[float] = mapped_column()
+    worker: Mapped[str] = mapped_column(String(200))
+    error: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
+    delta: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+
+    tenant: Mapped[str] = mapped_column(String(100), primary_key=True)
+    flow: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+runs = Run.__table__
+steps = Step.__table__
+flows = FlowRecord.__table__
+idempotency_keys = IdempotencyKey.__table__

@@ -1,0 +1,179 @@
+"""The flow registry: name and version -> factory, input model, output keys, limits."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pocketflow import Flow
+from pydantic import BaseModel, ConfigDict
+
+from core.errors import FlowDefinitionError, NotFound
+from flows.compiler import Graph, compile_flow
+
+Mode = Literal["inline", "background"]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class AnyObject(BaseModel):
+    """The input model of a flow registered with ``input=None``: any JSON object."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+@dataclass(slots=True)
+class FlowSpec:
+    name: str
+    version: str
+    build: Callable[[], Flow]
+    input: type[BaseModel] | None
+    output: list[str] | None
+    description: str
+    mode: Mode
+    queue: str
+    max_steps: int
+    step_timeout: float | None
+    run_timeout: float | None
+    concurrency: int | None
+    graph: Graph = field(repr=False)
+
+    @property
+    def graph_hash(self) -> str:
+        return self.graph.hash
+
+    @property
+    def input_model(self) -> type[BaseModel]:
+        return self.input or AnyObject
+
+    def input_schema(self) -> dict[str, Any]:
+        if self.input is None:
+            return {"type": "object", "additionalProperties": True}
+        return self.input.model_json_schema()
+
+    def validate_input(self, data: Any) -> dict[str, Any]:
+        """The validated input as plain JSON: the run's initial shared store."""
+        return self.input_model.model_validate(data).model_dump(mode="json")
+
+    def instantiate(self) -> tuple[Flow, Graph]:
+        """A fresh graph for one run; refuses a factory that no longer builds the same shape."""
+        flow = self.build()
+        graph = compile_flow(flow)
+        if graph.hash != self.graph.hash:
+            raise FlowDefinitionError(
+                f"flow '{self.name}' version {self.version} built a different graph "
+                f"({graph.hash} != {self.graph.hash}); factories must be deterministic"
+            )
+        return flow, graph
+
+
+def _version_key(version: str) -> tuple:
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-]", version))
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._flows: dict[str, dict[str, FlowSpec]] = {}
+
+    def add(self, spec: FlowSpec) -> FlowSpec:
+        self._flows.setdefault(spec.name, {})[spec.version] = spec
+        return spec
+
+    def get(self, name: str, version: str | None = None) -> FlowSpec:
+        versions = self._flows.get(name)
+        if not versions:
+            raise NotFound(f"flow '{name}' is not registered")
+        if version is None:
+            return versions[max(versions, key=_version_key)]
+        try:
+            return versions[version]
+        except KeyError:
+            raise NotFound(f"flow '{name}' has no version '{version}'") from None
+
+    def find(self, name: str, version: str) -> FlowSpec | None:
+        return self._flows.get(name, {}).get(version)
+
+    def latest(self) -> list[FlowSpec]:
+        return [self.get(name) for name in sorted(self._flows)]
+
+    def all(self) -> list[FlowSpec]:
+        return [spec for name in sorted(self._flows) for spec in self._flows[name].values()]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._flows
+
+
+REGISTRY = Registry()
+
+
+def register(
+    name: str,
+    build: Callable[[], Flow],
+    *,
+    input: type[BaseModel] | None = None,
+    version: str = "1",
+    mode: Mode = "background",
+    output: list[str] | None = None,
+    description: str = "",
+    queue: str = "default",
+    max_steps: int = 10_000,
+    step_timeout: float | None = 60,
+    run_timeout: float | None = 3600,
+    concurrency: int | None = None,
+    registry: Registry | None = None,
+) -> FlowSpec:
+    """Register a flow factory; the graph is compiled now, so a bad shape fails here."""
+    if not _NAME.match(name):
+        raise FlowDefinitionError(f"flow name {name!r} must match {_NAME.pattern}")
+    if not _NAME.match(version):
+        raise FlowDefinitionError(f"flow version {version!r} must match {_NAME.pattern}")
+    if mode not in ("inline", "background"):
+        raise FlowDefinitionError(f"flow '{name}': mode must be 'inline' or 'background'")
+    if input is not None and not (isinstance(input, type) and issubclass(input, BaseModel)):
+        raise FlowDefinitionError(f"flow '{name}': input must be a pydantic model or None")
+    if max_steps < 1:
+        raise FlowDefinitionError(f"flow '{name}': max_steps must be at least 1")
+    if concurrency is not None and concurrency < 1:
+        raise FlowDefinitionError(f"flow '{name}': concurrency must be at least 1 or None")
+    try:
+        graph = compile_flow(build())
+    except FlowDefinitionError as exc:
+        raise FlowDefinitionError(f"flow '{name}' version {version}: {exc.detail}") from None
+    spec = FlowSpec(
+        name=name,
+        version=version,
+        build=build,
+        input=input,
+        output=list(output) if output is not None else None,
+        description=description or (build.__doc__ or "").strip(),
+        mode=mode,
+        queue=queue,
+        max_steps=max_steps,
+        step_timeout=step_timeout,
+        run_timeout=run_timeout,
+        concurrency=concurrency,
+        graph=graph,
+    )
+    return (registry or REGISTRY).add(spec)
+
+
+def flow(name: str, **options: Any) -> Callable[[Callable[[], Flow]], Callable[[], Flow]]:
+    """Decorator form of :func:`register`."""
+
+    def decorate(build: Callable[[], Flow]) -> Callable[[], Flow]:
+        register(name, build, **options)
+        return build
+
+    return decorate
+
+
+BUILTIN_MODULES = ["flows.examples"]
+
+
+def load_flows(modules: list[str] | None = None) -> Registry:
+    """Import the built-in flows and the engineer's modules; each registers itself."""
+    for module in [*BUILTIN_MODULES, *(modules or [])]:
+        importlib.import_module(module)
+    return REGISTRY

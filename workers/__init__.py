@@ -1,0 +1,1 @@
+"""The engine: step runner, shared stores, executors, leases and the sweeper."""

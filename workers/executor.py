@@ -1,0 +1,26 @@
+"""The interface the API hands runs to; ``local`` and ``celery`` implement it."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Protocol
+
+from core.changes import ChangeFeed
+
+
+class Executor(Protocol):
+    name: str
+    changes: ChangeFeed
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None:
+        """Drain: let in-flight steps finish within the grace period, release leases."""
+
+    async def submit(self, run_id: uuid.UUID, *, priority: int = 0, queue: str = "default") -> None:
+        """Queue a run that is already recorded in the database."""
+
+    async def run_inline(self, run_id: uuid.UUID, budget: float) -> None:
+        """Run in this process for up to ``budget`` seconds, then hand off at a checkpoint."""
+
+    async def health(self) -> dict[str, Any]: ...

@@ -1,0 +1,214 @@
+"""The step runner: PocketFlow's ``Flow._orch`` loop, one durable step at a time.
+
+``Flow._orch`` copies the current node, gives it the flow's params, runs it and follows
+``successors[action]``; a nested flow runs its ``prep``, its own loop and its ``post``.
+Here that loop is unrolled into a cursor so it can stop after any node: ``step`` enters
+flows until it reaches a leaf, runs the leaf, routes by its action, and unwinds every
+flow that ended (running their ``post``), so each flow's ``prep`` commits with its first
+inner step and its ``post`` with its last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from concurrent.futures import Executor as ThreadPool
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pocketflow import BaseNode, Flow
+
+from core.context import set_step_key
+from core.jsonutil import roundtrip
+from db.types import utcnow
+from flows.compiler import ASYNC_KINDS, Graph, Kind, NodeInfo
+from workers.cursor import Cursor, Frame
+
+BATCH_KINDS = {Kind.batch_flow, Kind.async_batch_flow}
+
+
+class StepError(Exception):
+    """A step that ends the run: ``type`` becomes the run's and the step's error type."""
+
+    def __init__(self, type_: str, message: str, node: str, status: str = "failed") -> None:
+        super().__init__(message)
+        self.type = type_
+        self.message = message
+        self.node = node
+        self.status = status
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message, "node": self.node}
+
+
+@dataclass(slots=True)
+class StepResult:
+    node: str | None  # None: the run ended without running a leaf (e.g. an empty batch)
+    action: str | None
+    attempts: int
+    started_at: datetime
+    finished_at: datetime
+    cursor: Cursor
+    shared: dict[str, Any]
+    error: StepError | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Counter:
+    """Counts exec calls on a node copy without changing what the node does."""
+
+    def __init__(self, node: BaseNode, is_async: bool) -> None:
+        self.calls = 0
+        if is_async and hasattr(node, "exec_async"):
+            original = node.exec_async
+
+            async def counted_async(prep_res: Any) -> Any:
+                self.calls += 1
+                return await original(prep_res)
+
+            node.exec_async = counted_async  # type: ignore[method-assign]
+        else:
+            original_sync = node.exec
+
+            def counted(prep_res: Any) -> Any:
+                self.calls += 1
+                return original_sync(prep_res)
+
+            node.exec = counted  # type: ignore[method-assign]
+
+
+def _json(value: Any, what: str, node: str) -> Any:
+    try:
+        return roundtrip(value)
+    except TypeError as exc:
+        raise StepError("unserializable", f"{what} of '{node}' can't be stored as JSON: {exc}",
+                        node) from None
+
+
+class StepRunner:
+    def __init__(self, graph: Graph, threads: ThreadPool, run_key: str) -> None:
+        self.graph = graph
+        self.threads = threads
+        self.run_key = run_key
+        self._live_flows: dict[str, BaseNode] = {}  # entered flow copies, for their post
+
+    async def _call(self, fn: Any, *args: Any, is_async: bool, key: str | None = None) -> Any:
+        if is_async:
+            set_step_key(key)
+            return await fn(*args)
+
+        def in_thread() -> Any:
+            set_step_key(key)
+            return fn(*args)
+
+        return await asyncio.get_running_loop().run_in_executor(self.threads, in_thread)
+
+    async def step(self, cursor: Cursor, shared: dict[str, Any], seq: int,
+                   timeout: float | None) -> StepResult:
+        """Run the next leaf node (entering and leaving flows around it) on ``shared``."""
+        started = utcnow()
+        key = f"{self.run_key}:{seq}"
+        try:
+            while cursor.next is None or self.graph[cursor.next].is_container:
+                if cursor.next is None:
+                    if await self._unwind(cursor, shared):
+                        return StepResult(None, cursor.final, 0, started, utcnow(), cursor, shared)
+                else:
+                    await self._enter(self.graph[cursor.next], cursor, shared)
+            info = self.graph[cursor.next]
+            action, attempts = await self._run_leaf(info, cursor, shared, key, timeout)
+            cursor.last = action
+            cursor.next = info.successors.get(action or "default")
+            while cursor.next is None and not await self._unwind(cursor, shared):
+                pass
+        except StepError as exc:
+            return StepResult(exc.node, None, 0, started, utcnow(), cursor, shared, error=exc)
+        return StepResult(info.id, action, attempts, started, utcnow(), cursor, shared)
+
+    async def _run_leaf(self, info: NodeInfo, cursor: Cursor, shared: dict[str, Any], key: str,
+                        timeout: float | None) -> tuple[str | None, int]:
+        node = copy.copy(info.obj)
+        node.set_params(cursor.frames[-1].params)
+        is_async = info.kind in ASYNC_KINDS
+        counter = _Counter(node, is_async)
+        run = node._run_async if is_async else node._run
+        try:
+            action = await asyncio.wait_for(
+                self._call(run, shared, is_async=is_async, key=key), timeout
+            )
+        except TimeoutError:
+            raise StepError(
+                "timed_out", f"node '{info.id}' ran past its {timeout:.3g}s step timeout",
+                info.id, status="timed_out",
+            ) from None
+        except StepError:
+            raise
+        except Exception as exc:
+            raise StepError("node_error", f"{type(exc).__name__}: {exc}", info.id) from exc
+        if action is not None and not isinstance(action, str):
+            raise StepError(
+                "invalid_action", f"node '{info.id}' returned {action!r}; actions are strings",
+                info.id,
+            )
+        return action, 1 if isinstance(info.obj, Flow) else counter.calls
+
+    async def _enter(self, info: NodeInfo, cursor: Cursor, shared: dict[str, Any]) -> None:
+        """Start a flow: its prep runs now and commits with its first inner step."""
+        flow = copy.copy(info.obj)
+        base = cursor.frames[-1].params if cursor.frames else flow.params
+        flow.set_params(base)
+        is_async = info.kind in ASYNC_KINDS
+        try:
+            prep = await self._call(flow.prep_async if is_async else flow.prep, shared,
+                                    is_async=is_async)
+        except Exception as exc:
+            raise StepError("node_error", f"{type(exc).__name__}: {exc}", info.id) from exc
+        base = _json(base, "params", info.id)
+        if info.kind in BATCH_KINDS:
+            items = _json(prep or [], "prep result", info.id)
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise StepError("invalid_batch",
+                                f"prep of batch flow '{info.id}' must return a list of dicts",
+                                info.id)
+            params = {**base, **items[0]} if items else dict(base)
+            frame = Frame(info.id, base, params, items, items, 0)
+            cursor.next = info.start if items else None
+        else:
+            frame = Frame(info.id, base, dict(base), _json(prep, "prep result", info.id))
+            cursor.next = info.start
+        cursor.frames.append(frame)
+        cursor.last = None
+        self._live_flows[info.id] = flow
+
+    async def _unwind(self, cursor: Cursor, shared: dict[str, Any]) -> bool:
+        """The innermost flow's loop ended: next batch pass, or its post. True: run over."""
+        frame = cursor.frames[-1]
+        info = self.graph[frame.flow]
+        if frame.items is not None and frame.index + 1 < len(frame.items):
+            frame.index += 1
+            frame.params = {**frame.base, **frame.items[frame.index]}
+            cursor.next, cursor.last = info.start, None
+            return False
+        flow = self._live_flows.pop(frame.flow, None)
+        if flow is None:
+            flow = copy.copy(info.obj)
+            flow.set_params(frame.base)
+        is_async = info.kind in ASYNC_KINDS
+        last = None if frame.items is not None else cursor.last
+        try:
+            result = await self._call(flow.post_async if is_async else flow.post, shared,
+                                      frame.prep, last, is_async=is_async)
+        except Exception as exc:
+            raise StepError("node_error", f"{type(exc).__name__}: {exc}", info.id) from exc
+        if result is not None and not isinstance(result, str):
+            raise StepError("invalid_action",
+                            f"post of flow '{info.id or 'top-level'}' returned {result!r}; "
+                            "actions are strings", info.id)
+        cursor.frames.pop()
+        if not cursor.frames:
+            cursor.final, cursor.next, cursor.done = result, None, True
+            return True
+        cursor.last = result
+        cursor.next = info.successors.get(result or "default")
+        return False
