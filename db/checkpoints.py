@@ -56,11 +56,18 @@ class StepRecord:
 
     def values(self, run_id: uuid.UUID) -> dict[str, Any]:
         return {
-            "run_id": run_id, "seq": self.seq, "node": self.node, "status": self.status,
-            "attempts": self.attempts, "action": self.action, "started_at": self.started_at,
+            "run_id": run_id,
+            "seq": self.seq,
+            "node": self.node,
+            "status": self.status,
+            "attempts": self.attempts,
+            "action": self.action,
+            "started_at": self.started_at,
             "finished_at": self.finished_at,
             "duration_ms": (self.finished_at - self.started_at).total_seconds() * 1000,
-            "worker": self.worker, "error": self.error, "delta": self.delta,
+            "worker": self.worker,
+            "error": self.error,
+            "delta": self.delta,
         }
 
 
@@ -83,17 +90,31 @@ class Checkpoints:
                 .where(
                     runs.c.id == run_id,
                     runs.c.status.in_(CLAIMABLE),
-                    or_(runs.c.lease_owner.is_(None), runs.c.lease_expires_at < now,
-                        runs.c.lease_owner == owner),
+                    or_(
+                        runs.c.lease_owner.is_(None),
+                        runs.c.lease_expires_at < now,
+                        runs.c.lease_owner == owner,
+                    ),
                 )
                 .values(
-                    lease_owner=owner, lease_expires_at=now + timedelta(seconds=ttl),
+                    lease_owner=owner,
+                    lease_expires_at=now + timedelta(seconds=ttl),
                     deliveries=runs.c.deliveries + 1,
                 )
                 .returning(
-                    runs.c.id, runs.c.flow, runs.c.flow_version, runs.c.graph_hash, runs.c.status,
-                    runs.c.seq, runs.c.cursor, runs.c.state, runs.c.state_seq, runs.c.input,
-                    runs.c.deliveries, runs.c.cancel_requested, runs.c.deadline_at,
+                    runs.c.id,
+                    runs.c.flow,
+                    runs.c.flow_version,
+                    runs.c.graph_hash,
+                    runs.c.status,
+                    runs.c.seq,
+                    runs.c.cursor,
+                    runs.c.state,
+                    runs.c.state_seq,
+                    runs.c.input,
+                    runs.c.deliveries,
+                    runs.c.cancel_requested,
+                    runs.c.deadline_at,
                 )
             )
             row = result.mappings().first()
@@ -105,13 +126,12 @@ class Checkpoints:
             result = await conn.execute(
                 update(runs)
                 .where(self._fence(run_id, owner, seq), runs.c.status == "queued")
-                .values(status="running", started_at=now, current_node=node,
-                        version=runs.c.version + 1)
+                .values(
+                    status="running", started_at=now, current_node=node, version=runs.c.version + 1
+                )
             )
             if result.rowcount == 0:
-                check = await conn.execute(
-                    select(runs.c.id).where(self._fence(run_id, owner, seq))
-                )
+                check = await conn.execute(select(runs.c.id).where(self._fence(run_id, owner, seq)))
                 if check.first() is None:
                     raise LeaseLost(str(run_id))
 
@@ -199,8 +219,7 @@ class Checkpoints:
         stmt = make(flows).values(rows)
         stmt = stmt.on_conflict_do_update(
             index_elements=["name", "version"],
-            set_={"graph_hash": stmt.excluded.graph_hash,
-                  "description": stmt.excluded.description},
+            set_={"graph_hash": stmt.excluded.graph_hash, "description": stmt.excluded.description},
         )
         async with self.db.write() as conn:
             await conn.execute(stmt)

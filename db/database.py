@@ -40,14 +40,21 @@ class Database:
                 self.url, poolclass=AsyncAdaptedQueuePool, pool_size=pool_size, **common
             )
             self.writer = create_async_engine(
-                self.url, poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0,
-                pool_timeout=120, **common,
+                self.url,
+                poolclass=AsyncAdaptedQueuePool,
+                pool_size=1,
+                max_overflow=0,
+                pool_timeout=120,
+                **common,
             )
             self._setup_sqlite(self.reader, "BEGIN")
             self._setup_sqlite(self.writer, "BEGIN IMMEDIATE")
         else:
             engine = create_async_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                self.url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
                 **common,
             )
             self.reader = self.writer = engine

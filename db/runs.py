@@ -23,14 +23,38 @@ UNFINISHED = ("queued", "running", "waiting")
 
 # Columns the API shows; the checkpoint columns stay inside the engine.
 RUN_COLUMNS = [
-    runs.c.id, runs.c.tenant, runs.c.principal, runs.c.flow, runs.c.flow_version,
-    runs.c.status, runs.c.mode, runs.c.priority, runs.c.queue, runs.c.created_at,
-    runs.c.started_at, runs.c.finished_at, runs.c.current_node, runs.c.input, runs.c.output,
-    runs.c.error, runs.c.metadata, runs.c.seq, runs.c.version, runs.c.cancel_requested,
+    runs.c.id,
+    runs.c.tenant,
+    runs.c.principal,
+    runs.c.flow,
+    runs.c.flow_version,
+    runs.c.status,
+    runs.c.mode,
+    runs.c.priority,
+    runs.c.queue,
+    runs.c.created_at,
+    runs.c.started_at,
+    runs.c.finished_at,
+    runs.c.current_node,
+    runs.c.input,
+    runs.c.output,
+    runs.c.error,
+    runs.c.metadata,
+    runs.c.seq,
+    runs.c.version,
+    runs.c.cancel_requested,
 ]
 STEP_COLUMNS = [
-    steps.c.seq, steps.c.node, steps.c.status, steps.c.attempts, steps.c.action,
-    steps.c.started_at, steps.c.finished_at, steps.c.duration_ms, steps.c.worker, steps.c.error,
+    steps.c.seq,
+    steps.c.node,
+    steps.c.status,
+    steps.c.attempts,
+    steps.c.action,
+    steps.c.started_at,
+    steps.c.finished_at,
+    steps.c.duration_ms,
+    steps.c.worker,
+    steps.c.error,
 ]
 
 
@@ -83,11 +107,24 @@ class RunRepository:
         now = utcnow()
         run_id = uuid7(int(now.timestamp() * 1000))
         values = {
-            "id": run_id, "tenant": new.tenant, "principal": new.principal, "flow": new.flow,
-            "flow_version": new.flow_version, "graph_hash": new.graph_hash, "status": "queued",
-            "mode": new.mode, "queue": new.queue, "priority": new.priority, "input": new.input,
-            "metadata": new.metadata, "created_at": now, "seq": 0, "version": 0, "state_seq": 0,
-            "deliveries": 0, "cancel_requested": False,
+            "id": run_id,
+            "tenant": new.tenant,
+            "principal": new.principal,
+            "flow": new.flow,
+            "flow_version": new.flow_version,
+            "graph_hash": new.graph_hash,
+            "status": "queued",
+            "mode": new.mode,
+            "queue": new.queue,
+            "priority": new.priority,
+            "input": new.input,
+            "metadata": new.metadata,
+            "created_at": now,
+            "seq": 0,
+            "version": 0,
+            "state_seq": 0,
+            "deliveries": 0,
+            "cancel_requested": False,
             "deadline_at": now + timedelta(seconds=new.run_timeout) if new.run_timeout else None,
         }
         try:
@@ -96,8 +133,12 @@ class RunRepository:
                 if idempotency is not None:
                     await conn.execute(
                         insert(idempotency_keys).values(
-                            tenant=new.tenant, flow=new.flow, key=idempotency.key,
-                            request_hash=idempotency.request_hash, run_id=run_id, created_at=now,
+                            tenant=new.tenant,
+                            flow=new.flow,
+                            key=idempotency.key,
+                            request_hash=idempotency.request_hash,
+                            run_id=run_id,
+                            created_at=now,
                         )
                     )
         except IntegrityError:
@@ -121,8 +162,11 @@ class RunRepository:
         async with self.db.read() as conn:
             found = (
                 await conn.execute(
-                    select(idempotency_keys.c.request_hash, idempotency_keys.c.run_id,
-                           idempotency_keys.c.created_at).where(key_match)
+                    select(
+                        idempotency_keys.c.request_hash,
+                        idempotency_keys.c.run_id,
+                        idempotency_keys.c.created_at,
+                    ).where(key_match)
                 )
             ).first()
         if found is None:
@@ -130,14 +174,21 @@ class RunRepository:
         if found.created_at < cutoff:
             async with self.db.write() as conn:
                 await conn.execute(
-                    delete(idempotency_keys).where(key_match, idempotency_keys.c.created_at < cutoff)
+                    delete(idempotency_keys).where(
+                        key_match, idempotency_keys.c.created_at < cutoff
+                    )
                 )
             return None
         if found.request_hash != idem.request_hash:
             raise InvalidInput(
                 "this Idempotency-Key was already used with a different request body",
-                errors=[{"loc": ["header", "Idempotency-Key"], "msg": "reused with another body",
-                         "type": "idempotency_mismatch"}],
+                errors=[
+                    {
+                        "loc": ["header", "Idempotency-Key"],
+                        "msg": "reused with another body",
+                        "type": "idempotency_mismatch",
+                    }
+                ],
             )
         return await self.get(found.run_id)
 
@@ -193,16 +244,26 @@ class RunRepository:
                 update(runs)
                 .where(runs.c.id == run_id, runs.c.status.in_(("queued", "waiting")))
                 .values(
-                    status="cancelled", finished_at=now, cancel_requested=True,
-                    lease_owner=None, lease_expires_at=None, version=runs.c.version + 1,
-                    error={"type": "cancelled", "message": "cancelled before it ran on",
-                           "node": None},
+                    status="cancelled",
+                    finished_at=now,
+                    cancel_requested=True,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    version=runs.c.version + 1,
+                    error={
+                        "type": "cancelled",
+                        "message": "cancelled before it ran on",
+                        "node": None,
+                    },
                 )
             )
             await conn.execute(
                 update(runs)
-                .where(runs.c.id == run_id, runs.c.status == "running",
-                       runs.c.cancel_requested.is_(False))
+                .where(
+                    runs.c.id == run_id,
+                    runs.c.status == "running",
+                    runs.c.cancel_requested.is_(False),
+                )
                 .values(cancel_requested=True, version=runs.c.version + 1)
             )
         return await self.get(run_id)

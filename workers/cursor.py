@@ -24,14 +24,19 @@ class Frame:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "flow": self.flow, "base": self.base, "params": self.params, "prep": self.prep,
-            "items": self.items, "i": self.index,
+            "flow": self.flow,
+            "base": self.base,
+            "params": self.params,
+            "prep": self.prep,
+            "items": self.items,
+            "i": self.index,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Frame:
-        return cls(data["flow"], data["base"], data["params"], data["prep"], data["items"],
-                   data["i"])
+        return cls(
+            data["flow"], data["base"], data["params"], data["prep"], data["items"], data["i"]
+        )
 
 
 @dataclass(slots=True)
@@ -44,8 +49,12 @@ class Cursor:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "v": FORMAT, "frames": [f.to_json() for f in self.frames], "next": self.next,
-            "last": self.last, "final": self.final, "done": self.done,
+            "v": FORMAT,
+            "frames": [f.to_json() for f in self.frames],
+            "next": self.next,
+            "last": self.last,
+            "final": self.final,
+            "done": self.done,
         }
 
     @classmethod
@@ -55,6 +64,9 @@ class Cursor:
         if data.get("v") != FORMAT:
             raise ValueError(f"checkpoint format {data.get('v')!r} is not {FORMAT}")
         return cls(
-            [Frame.from_json(f) for f in data["frames"]], data["next"], data["last"],
-            data.get("final"), data.get("done", False),
+            [Frame.from_json(f) for f in data["frames"]],
+            data["next"],
+            data["last"],
+            data.get("final"),
+            data.get("done", False),
         )

@@ -99,29 +99,43 @@ class RunEngine:
         seq = claimed.seq
         spec = self.registry.find(claimed.flow, claimed.flow_version)
         if spec is None or spec.graph_hash != claimed.graph_hash:
-            return await self._end(claimed.id, seq, "failed", {
-                "type": "flow_changed",
-                "message": f"flow '{claimed.flow}' version {claimed.flow_version} with graph "
-                           f"{claimed.graph_hash} is not loaded here",
-                "node": None})
+            return await self._end(
+                claimed.id,
+                seq,
+                "failed",
+                {
+                    "type": "flow_changed",
+                    "message": f"flow '{claimed.flow}' version {claimed.flow_version} with graph "
+                    f"{claimed.graph_hash} is not loaded here",
+                    "node": None,
+                },
+            )
         if claimed.deliveries > self.settings.max_deliveries:
-            return await self._end(claimed.id, seq, "failed", {
-                "type": "delivery_cap",
-                "message": f"the run was delivered {claimed.deliveries} times, over the cap "
-                           f"of {self.settings.max_deliveries}; it keeps dying mid-step",
-                "node": None})
+            return await self._end(
+                claimed.id,
+                seq,
+                "failed",
+                {
+                    "type": "delivery_cap",
+                    "message": f"the run was delivered {claimed.deliveries} times, over the cap "
+                    f"of {self.settings.max_deliveries}; it keeps dying mid-step",
+                    "node": None,
+                },
+            )
         if claimed.cancel_requested:
             return await self._end(run_id, seq, "cancelled", _cancelled())
         try:
             _, graph = spec.instantiate()
         except FlowDefinitionError as exc:
-            return await self._end(run_id, seq, "failed",
-                                   {"type": "flow_changed", "message": exc.detail, "node": None})
+            return await self._end(
+                run_id, seq, "failed", {"type": "flow_changed", "message": exc.detail, "node": None}
+            )
         store = await self._load_store(claimed)
         cursor = Cursor.from_json(claimed.cursor)
         if claimed.status == "queued":
-            await self.checkpoints.mark_running(run_id, self.owner, seq,
-                                                first_leaf(graph, cursor.next))
+            await self.checkpoints.mark_running(
+                run_id, self.owner, seq, first_leaf(graph, cursor.next)
+            )
             self._published(run_id)
         runner = StepRunner(graph, self.threads, str(run_id))
         loop = asyncio.get_running_loop()
@@ -132,15 +146,27 @@ class RunEngine:
                 return Outcome.paused
             now = utcnow()
             if claimed.deadline_at is not None and now >= claimed.deadline_at:
-                return await self._end(run_id, seq, "timed_out", {
-                    "type": "run_timeout",
-                    "message": f"the run passed its {spec.run_timeout:g}s deadline",
-                    "node": cursor.next})
+                return await self._end(
+                    run_id,
+                    seq,
+                    "timed_out",
+                    {
+                        "type": "run_timeout",
+                        "message": f"the run passed its {spec.run_timeout:g}s deadline",
+                        "node": cursor.next,
+                    },
+                )
             if seq >= spec.max_steps:
-                return await self._end(run_id, seq, "failed", {
-                    "type": "max_steps",
-                    "message": f"the run reached max_steps={spec.max_steps} without ending",
-                    "node": cursor.next})
+                return await self._end(
+                    run_id,
+                    seq,
+                    "failed",
+                    {
+                        "type": "max_steps",
+                        "message": f"the run reached max_steps={spec.max_steps} without ending",
+                        "node": cursor.next,
+                    },
+                )
             timeout = _step_timeout(spec, claimed, now)
             structlog.contextvars.bind_contextvars(step=seq + 1)
             result = await runner.step(cursor, store.working_copy(), seq + 1, timeout)
@@ -155,21 +181,33 @@ class RunEngine:
             values: dict[str, Any] = {}
             if result.node is not None:
                 new_seq = seq + 1
-                step = StepRecord(new_seq, result.node, "succeeded", result.attempts,
-                                  result.action, result.started_at, result.finished_at,
-                                  self.worker, None, delta.to_json())
+                step = StepRecord(
+                    new_seq,
+                    result.node,
+                    "succeeded",
+                    result.attempts,
+                    result.action,
+                    result.started_at,
+                    result.finished_at,
+                    self.worker,
+                    None,
+                    delta.to_json(),
+                )
             else:
                 new_seq, step = seq, None
             store.apply(delta)
             if done:
                 values = self._final(spec, store, new_seq, "succeeded")
             else:
-                values = {"cursor": result.cursor.to_json(),
-                          "current_node": first_leaf(graph, result.cursor.next)}
+                values = {
+                    "cursor": result.cursor.to_json(),
+                    "current_node": first_leaf(graph, result.cursor.next),
+                }
                 if step is None or new_seq % self.settings.snapshot_every == 0:
                     values.update(state=store.snapshot(), state_seq=new_seq)
-            cancel = await self.checkpoints.commit(run_id, self.owner, seq,
-                                                   self.settings.lease_ttl, step, values)
+            cancel = await self.checkpoints.commit(
+                run_id, self.owner, seq, self.settings.lease_ttl, step, values
+            )
             seq = new_seq
             cursor = result.cursor
             self._published(run_id)
@@ -180,7 +218,7 @@ class RunEngine:
 
     async def _load_store(self, claimed: Claimed) -> SharedStore:
         limit = self.settings.max_store_bytes
-        if claimed.seq == 0 or claimed.state is None and claimed.state_seq == 0:
+        if claimed.seq == 0 or (claimed.state is None and claimed.state_seq == 0):
             store = SharedStore(claimed.input, max_bytes=limit)
             after = 0
         else:
@@ -193,27 +231,55 @@ class RunEngine:
 
     def _final(self, spec: FlowSpec, store: SharedStore, seq: int, status: str) -> dict[str, Any]:
         return {
-            "status": status, "finished_at": utcnow(), "output": store.pick(spec.output),
-            "state": store.snapshot(), "state_seq": seq, "cursor": None, "current_node": None,
-            "lease_owner": None, "lease_expires_at": None,
+            "status": status,
+            "finished_at": utcnow(),
+            "output": store.pick(spec.output),
+            "state": store.snapshot(),
+            "state_seq": seq,
+            "cursor": None,
+            "current_node": None,
+            "lease_owner": None,
+            "lease_expires_at": None,
         }
 
-    async def _fail_step(self, run_id: uuid.UUID, seq: int, result: StepResult,
-                         error: StepError) -> Outcome:
-        step = StepRecord(seq + 1, error.node, error.status, result.attempts, None,
-                          result.started_at, utcnow(), self.worker, error.to_json(), None)
+    async def _fail_step(
+        self, run_id: uuid.UUID, seq: int, result: StepResult, error: StepError
+    ) -> Outcome:
+        step = StepRecord(
+            seq + 1,
+            error.node,
+            error.status,
+            result.attempts,
+            None,
+            result.started_at,
+            utcnow(),
+            self.worker,
+            error.to_json(),
+            None,
+        )
         status = "timed_out" if error.status == "timed_out" else "failed"
         log.info("step failed", node=error.node, error=error.type)
         return await self._end(run_id, seq, status, error.to_json(), step)
 
-    async def _end(self, run_id: uuid.UUID, seq: int, status: str, error: dict | None,
-                   step: StepRecord | None = None) -> Outcome:
+    async def _end(
+        self,
+        run_id: uuid.UUID,
+        seq: int,
+        status: str,
+        error: dict | None,
+        step: StepRecord | None = None,
+    ) -> Outcome:
         values = {
-            "status": status, "finished_at": utcnow(), "error": error, "current_node": None,
-            "lease_owner": None, "lease_expires_at": None,
+            "status": status,
+            "finished_at": utcnow(),
+            "error": error,
+            "current_node": None,
+            "lease_owner": None,
+            "lease_expires_at": None,
         }
-        await self.checkpoints.commit(run_id, self.owner, seq, self.settings.lease_ttl, step,
-                                      values)
+        await self.checkpoints.commit(
+            run_id, self.owner, seq, self.settings.lease_ttl, step, values
+        )
         self._published(run_id)
         log.info("run ended", status=status)
         return Outcome.finished

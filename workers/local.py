@@ -28,12 +28,19 @@ log = structlog.get_logger("pocketrun.local")
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, db: Database, registry: Registry, settings: Settings,
-                 *, worker_name: str | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        registry: Registry,
+        settings: Settings,
+        *,
+        worker_name: str | None = None,
+    ) -> None:
         self.settings = settings
         self.changes = ChangeFeed()
-        self.engine = RunEngine(db, registry, settings, worker_name=worker_name,
-                                changes=self.changes)
+        self.engine = RunEngine(
+            db, registry, settings, worker_name=worker_name, changes=self.changes
+        )
         self.checkpoints = Checkpoints(db)
         self._queue: asyncio.PriorityQueue[tuple[int, int, uuid.UUID]] = asyncio.PriorityQueue()
         self._order = itertools.count()
@@ -47,8 +54,10 @@ class LocalExecutor:
 
     async def start(self) -> None:
         self._tasks = [
-            *(asyncio.create_task(self._work(), name=f"pocketrun-slot-{i}")
-              for i in range(self.settings.concurrency)),
+            *(
+                asyncio.create_task(self._work(), name=f"pocketrun-slot-{i}")
+                for i in range(self.settings.concurrency)
+            ),
             asyncio.create_task(self._heartbeat(), name="pocketrun-heartbeat"),
             asyncio.create_task(self._sweep(), name="pocketrun-sweeper"),
         ]
@@ -75,8 +84,7 @@ class LocalExecutor:
         try:
             return await self.engine.advance(run_id, budget=budget)
         except Exception:
-            log.exception("advancing the run failed; the sweeper will retry it",
-                          run_id=str(run_id))
+            log.exception("advancing the run failed; the sweeper will retry it", run_id=str(run_id))
             with contextlib.suppress(Exception):
                 await self.checkpoints.release(run_id, self.engine.owner)
             return Outcome.paused
@@ -128,6 +136,9 @@ class LocalExecutor:
 
     async def health(self) -> dict[str, Any]:
         return {
-            "executor": self.name, "worker": self.worker, "in_flight": len(self._in_flight),
-            "queued": self._queue.qsize(), "concurrency": self.settings.concurrency,
+            "executor": self.name,
+            "worker": self.worker,
+            "in_flight": len(self._in_flight),
+            "queued": self._queue.qsize(),
+            "concurrency": self.settings.concurrency,
         }

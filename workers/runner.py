@@ -82,8 +82,9 @@ def _json(value: Any, what: str, node: str) -> Any:
     try:
         return roundtrip(value)
     except TypeError as exc:
-        raise StepError("unserializable", f"{what} of '{node}' can't be stored as JSON: {exc}",
-                        node) from None
+        raise StepError(
+            "unserializable", f"{what} of '{node}' can't be stored as JSON: {exc}", node
+        ) from None
 
 
 class StepRunner:
@@ -104,8 +105,9 @@ class StepRunner:
 
         return await asyncio.get_running_loop().run_in_executor(self.threads, in_thread)
 
-    async def step(self, cursor: Cursor, shared: dict[str, Any], seq: int,
-                   timeout: float | None) -> StepResult:
+    async def step(
+        self, cursor: Cursor, shared: dict[str, Any], seq: int, timeout: float | None
+    ) -> StepResult:
         """Run the next leaf node (entering and leaving flows around it) on ``shared``."""
         started = utcnow()
         key = f"{self.run_key}:{seq}"
@@ -126,8 +128,14 @@ class StepRunner:
             return StepResult(exc.node, None, 0, started, utcnow(), cursor, shared, error=exc)
         return StepResult(info.id, action, attempts, started, utcnow(), cursor, shared)
 
-    async def _run_leaf(self, info: NodeInfo, cursor: Cursor, shared: dict[str, Any], key: str,
-                        timeout: float | None) -> tuple[str | None, int]:
+    async def _run_leaf(
+        self,
+        info: NodeInfo,
+        cursor: Cursor,
+        shared: dict[str, Any],
+        key: str,
+        timeout: float | None,
+    ) -> tuple[str | None, int]:
         node = copy.copy(info.obj)
         node.set_params(cursor.frames[-1].params)
         is_async = info.kind in ASYNC_KINDS
@@ -139,8 +147,10 @@ class StepRunner:
             )
         except TimeoutError:
             raise StepError(
-                "timed_out", f"node '{info.id}' ran past its {timeout:.3g}s step timeout",
-                info.id, status="timed_out",
+                "timed_out",
+                f"node '{info.id}' ran past its {timeout:.3g}s step timeout",
+                info.id,
+                status="timed_out",
             ) from None
         except StepError:
             raise
@@ -148,7 +158,8 @@ class StepRunner:
             raise StepError("node_error", f"{type(exc).__name__}: {exc}", info.id) from exc
         if action is not None and not isinstance(action, str):
             raise StepError(
-                "invalid_action", f"node '{info.id}' returned {action!r}; actions are strings",
+                "invalid_action",
+                f"node '{info.id}' returned {action!r}; actions are strings",
                 info.id,
             )
         return action, 1 if isinstance(info.obj, Flow) else counter.calls
@@ -160,17 +171,20 @@ class StepRunner:
         flow.set_params(base)
         is_async = info.kind in ASYNC_KINDS
         try:
-            prep = await self._call(flow.prep_async if is_async else flow.prep, shared,
-                                    is_async=is_async)
+            prep = await self._call(
+                flow.prep_async if is_async else flow.prep, shared, is_async=is_async
+            )
         except Exception as exc:
             raise StepError("node_error", f"{type(exc).__name__}: {exc}", info.id) from exc
         base = _json(base, "params", info.id)
         if info.kind in BATCH_KINDS:
             items = _json(prep or [], "prep result", info.id)
             if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-                raise StepError("invalid_batch",
-                                f"prep of batch flow '{info.id}' must return a list of dicts",
-                                info.id)
+                raise StepError(
+                    "invalid_batch",
+                    f"prep of batch flow '{info.id}' must return a list of dicts",
+                    info.id,
+                )
             params = {**base, **items[0]} if items else dict(base)
             frame = Frame(info.id, base, params, items, items, 0)
             cursor.next = info.start if items else None
@@ -197,14 +211,21 @@ class StepRunner:
         is_async = info.kind in ASYNC_KINDS
         last = None if frame.items is not None else cursor.last
         try:
-            result = await self._call(flow.post_async if is_async else flow.post, shared,
-                                      frame.prep, last, is_async=is_async)
+            result = await self._call(
+                flow.post_async if is_async else flow.post,
+                shared,
+                frame.prep,
+                last,
+                is_async=is_async,
+            )
         except Exception as exc:
             raise StepError("node_error", f"{type(exc).__name__}: {exc}", info.id) from exc
         if result is not None and not isinstance(result, str):
-            raise StepError("invalid_action",
-                            f"post of flow '{info.id or 'top-level'}' returned {result!r}; "
-                            "actions are strings", info.id)
+            raise StepError(
+                "invalid_action",
+                f"post of flow '{info.id or 'top-level'}' returned {result!r}; actions are strings",
+                info.id,
+            )
         cursor.frames.pop()
         if not cursor.frames:
             cursor.final, cursor.next, cursor.done = result, None, True

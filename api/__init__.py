@@ -1,0 +1,1 @@
+"""The HTTP API: app factory, routes, schemas, problem+json."""

@@ -1,0 +1,65 @@
+"""The app factory: tests, the CLI and uvicorn each build their own app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from api import problems
+from api.middleware import RequestMiddleware
+from api.routes import flows, health, runs
+from api.state import AppState
+from core.logging import configure_logging
+from core.settings import Settings, get_settings
+from db.checkpoints import Checkpoints
+from db.database import Database
+from db.migrate import upgrade
+from db.runs import RunRepository
+from flows.registry import load_flows
+from workers.factory import make_executor
+
+log = structlog.get_logger("pocketrun.api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level, json=settings.log_json)
+        registry = load_flows(settings.flow_modules)
+        db = Database(settings.database_url)
+        if settings.auto_migrate:
+            await upgrade(db)
+        await Checkpoints(db).sync_flows(
+            [(s.name, s.version, s.graph_hash, s.description) for s in registry.all()]
+        )
+        executor = make_executor(settings, db, registry)
+        state = AppState(settings, db, RunRepository(db), registry, executor)
+        app.state.pocketrun = state
+        await executor.start()
+        log.info("pocketrun ready", executor=executor.name, flows=len(registry.all()))
+        try:
+            yield
+        finally:
+            log.info("draining")
+            await executor.stop()
+            for task in list(state.tasks):
+                task.cancel()
+            await db.close()
+
+    app = FastAPI(
+        title="pocketrun",
+        version="1",
+        description="A durable backend for PocketFlow workflows.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(flows.router)
+    app.include_router(runs.router)
+    app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app

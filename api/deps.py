@@ -1,0 +1,19 @@
+"""Dependencies named for what they give, so every route says what it needs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from api.auth import current_principal
+from api.state import AppState
+from core.principal import Principal
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.pocketrun
+
+
+State = Annotated[AppState, Depends(get_state)]
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

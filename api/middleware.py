@@ -1,0 +1,120 @@
+"""One plain ASGI middleware: request id, body size cap, security headers, latency metric."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import structlog
+from starlette.exceptions import HTTPException
+
+from api.problems import problem
+from core.metrics import API_SECONDS
+
+Scope = dict[str, Any]
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
+
+
+class _TooLarge(HTTPException):
+    """Raised from ``receive``; an HTTPException so FastAPI's body parsing lets it through."""
+
+    def __init__(self) -> None:
+        super().__init__(413, "the request body is too large")
+
+
+class RequestMiddleware:
+    def __init__(self, app: Any, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        status = 500
+        response_started = False
+
+        length = _content_length(scope)
+        if length is not None and length > self.max_body_bytes:
+            await self._too_large(scope, receive, send, request_id)
+            return
+
+        received = 0
+
+        async def limited_receive() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _TooLarge
+            return message
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                headers.extend(SECURITY_HEADERS)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_with_headers)
+        except _TooLarge:
+            if response_started:
+                raise
+            await self._too_large(scope, receive, send, request_id)
+            status = 413
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            API_SECONDS.labels(scope["method"], path, str(status)).observe(
+                time.perf_counter() - started
+            )
+
+    async def _too_large(self, scope: Scope, receive: Any, send: Any, request_id: str) -> None:
+        response = problem(
+            413,
+            f"the request body is over the {self.max_body_bytes}-byte limit",
+            type_="payload-too-large",
+            headers={"X-Request-ID": request_id, "Connection": "close"},
+        )
+        await response(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value
+    return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    raw = _header(scope, b"content-length")
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def _request_id(scope: Scope) -> str:
+    raw = _header(scope, b"x-request-id")
+    if raw and len(raw) <= 128 and raw.isascii():
+        text = raw.decode()
+        if text.replace("-", "").replace("_", "").isalnum():
+            return text
+    return uuid.uuid4().hex

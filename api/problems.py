@@ -1,0 +1,112 @@
+"""Every error leaves as RFC 9457 problem+json, mapped here and nowhere else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.errors import PocketrunError, RateLimited
+from core.jsonutil import dumps
+
+log = structlog.get_logger("pocketrun.api")
+PROBLEM = "application/problem+json"
+TYPE_BASE = "https://pocketrun.dev/problems/"
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    406: "Not acceptable",
+    409: "Conflict",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Invalid input",
+    429: "Too many requests",
+    500: "Internal error",
+    503: "Service unavailable",
+}
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    type_: str | None = None,
+    title: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + (type_ or str(status)),
+        "title": title or _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return Response(dumps(body), status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def field_errors(errors: list[Any], prefix: tuple = ()) -> list[dict[str, Any]]:
+    out = []
+    for err in errors:
+        loc = [*prefix, *err.get("loc", ())]
+        out.append(
+            {
+                "loc": loc,
+                "path": ".".join(str(p) for p in loc),
+                "msg": err.get("msg", ""),
+                "type": err.get("type", ""),
+            }
+        )
+    return out
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(PocketrunError)
+    async def _pocketrun(_: Request, exc: PocketrunError) -> Response:
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+        return problem(
+            exc.status,
+            exc.detail,
+            type_=exc.type,
+            title=exc.title,
+            errors=exc.errors,
+            headers=headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(_: Request, exc: RequestValidationError) -> Response:
+        return problem(
+            422,
+            "the request is not valid",
+            type_="invalid-input",
+            errors=field_errors(list(exc.errors())),
+        )
+
+    @app.exception_handler(ValidationError)
+    async def _validation(_: Request, exc: ValidationError) -> Response:
+        return problem(
+            422,
+            "the request is not valid",
+            type_="invalid-input",
+            errors=field_errors(exc.errors()),
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
+        return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", exc_info=exc)
+        return problem(500, "an internal error occurred; it has been logged")

@@ -1,0 +1,216 @@
+"""Runs: start, read, long-poll, list, steps, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from api.authz import can_see_run, list_scope
+from api.deps import CurrentPrincipal, State
+from api.problems import field_errors
+from api.schemas import Problem, RunCreate, RunOut, RunPage, RunStatus, StepPage
+from api.serialize import etag, run_json, step_json
+from core.errors import Conflict, InvalidInput, NotFound
+from core.ids import parse_uuid
+from core.jsonutil import dumps
+from core.metrics import RUNS_CREATED
+from core.principal import Principal
+from db.runs import TERMINAL, Idempotency, NewRun, RunFilter
+
+router = APIRouter(tags=["runs"])
+JSON = "application/json"
+ERRORS = {code: {"model": Problem} for code in (404, 413, 422)}
+
+WaitParam = Annotated[float, Query(ge=0, description="Seconds to wait (capped)")]
+
+
+def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(dumps(body), status_code=status, media_type=JSON, headers=headers)
+
+
+async def _visible_run(state: State, principal: Principal, run_id: str):
+    parsed = parse_uuid(run_id)
+    row = await state.runs.get(parsed) if parsed is not None else None
+    if row is None or not can_see_run(principal, row):
+        raise NotFound(f"run '{run_id}' not found")
+    return row
+
+
+@router.post(
+    "/v1/flows/{flow}/runs",
+    response_model=RunOut,
+    status_code=201,
+    responses={202: {"model": RunOut, "description": "Accepted; still running"}, **ERRORS},
+    summary="Start a run",
+)
+async def create_run(
+    flow: str,
+    body: RunCreate,
+    state: State,
+    principal: CurrentPrincipal,
+    wait: WaitParam = 0,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+) -> Response:
+    spec = state.registry.get(flow)
+    try:
+        initial = spec.validate_input(body.input)
+    except ValidationError as exc:
+        raise InvalidInput(
+            "the input does not match the flow's schema",
+            errors=field_errors(exc.errors(), ("body", "input")),
+        ) from None
+    mode = spec.mode if body.mode == "auto" else body.mode
+    idem = None
+    if idempotency_key is not None:
+        digest = hashlib.sha256(dumps(body.model_dump(mode="json"))).hexdigest()
+        idem = Idempotency(idempotency_key, digest, state.settings.idempotency_ttl)
+    new = NewRun(
+        tenant=principal.tenant,
+        principal=principal.subject,
+        flow=spec.name,
+        flow_version=spec.version,
+        graph_hash=spec.graph_hash,
+        mode=mode,
+        queue=spec.queue,
+        priority=body.priority,
+        input=initial,
+        metadata=body.metadata,
+        run_timeout=spec.run_timeout,
+    )
+    row, created = await state.runs.create(new, idem)
+    wait = min(wait, state.settings.wait_cap)
+    if created:
+        RUNS_CREATED.labels(spec.name).inc()
+        if mode == "inline":
+            budget = wait if wait > 0 else state.settings.inline_budget
+            wait = budget
+            state.spawn(state.executor.run_inline(row["id"], budget))
+        else:
+            await state.executor.submit(row["id"], priority=body.priority, queue=spec.queue)
+    if wait > 0 and row["status"] not in TERMINAL:
+        await state.wait_for_change(row["id"], wait)
+        row = await state.runs.get(row["id"]) or row
+    headers = {"Location": f"/v1/runs/{row['id']}", "ETag": etag(row)}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return _json(run_json(row), 201 if row["status"] in TERMINAL else 202, headers)
+
+
+@router.get(
+    "/v1/runs/{run_id}",
+    response_model=RunOut,
+    responses={304: {}, **ERRORS},
+    summary="Read a run; long-poll with ?wait=",
+)
+async def get_run(
+    run_id: str,
+    state: State,
+    principal: CurrentPrincipal,
+    wait: WaitParam = 0,
+    if_none_match: Annotated[str | None, Header(max_length=200)] = None,
+) -> Response:
+    row = await _visible_run(state, principal, run_id)
+    wait = min(wait, state.settings.wait_cap)
+    if wait > 0:
+        if if_none_match == etag(row):
+            await state.wait_for_change(row["id"], wait, since_version=row["version"])
+            row = await state.runs.get(row["id"]) or row
+        elif row["status"] not in TERMINAL and if_none_match is None:
+            await state.wait_for_change(row["id"], wait)
+            row = await state.runs.get(row["id"]) or row
+    tag = etag(row)
+    if if_none_match == tag:
+        return Response(status_code=304, headers={"ETag": tag})
+    return _json(run_json(row), headers={"ETag": tag})
+
+
+def _parse_cursor(cursor: str | None) -> uuid.UUID | None:
+    if cursor is None:
+        return None
+    parsed = parse_uuid(cursor)
+    if parsed is None:
+        raise InvalidInput(
+            "cursor is not valid",
+            errors=[
+                {
+                    "loc": ["query", "cursor"],
+                    "path": "query.cursor",
+                    "msg": "not a cursor from a page",
+                    "type": "invalid_cursor",
+                }
+            ],
+        )
+    return parsed
+
+
+@router.get("/v1/runs", response_model=RunPage, responses=ERRORS, summary="List runs, newest first")
+async def list_runs(
+    state: State,
+    principal: CurrentPrincipal,
+    flow: Annotated[str | None, Query(max_length=100)] = None,
+    status: Annotated[list[RunStatus] | None, Query()] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=100)] = None,
+) -> Response:
+    tenant, subject = list_scope(principal)
+    rows = await state.runs.list(
+        RunFilter(
+            tenant=tenant,
+            principal=subject,
+            flow=flow,
+            statuses=list(dict.fromkeys(status or [])),
+            created_after=_aware(created_after),
+            created_before=_aware(created_before),
+            limit=limit + 1,
+            before_id=_parse_cursor(cursor),
+        )
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = str(rows[-1]["id"]) if more else None
+    return _json({"items": [run_json(r) for r in rows], "next_cursor": next_cursor})
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    from datetime import UTC
+
+    return value.replace(tzinfo=UTC)
+
+
+@router.get(
+    "/v1/runs/{run_id}/steps",
+    response_model=StepPage,
+    responses=ERRORS,
+    summary="The run's steps in seq order",
+)
+async def list_steps(run_id: str, state: State, principal: CurrentPrincipal) -> Response:
+    row = await _visible_run(state, principal, run_id)
+    items = [step_json(s) for s in await state.runs.steps(row["id"])]
+    return _json({"items": items, "next_cursor": None})
+
+
+@router.post(
+    "/v1/runs/{run_id}/cancel",
+    response_model=RunOut,
+    responses={409: {"model": Problem}, **ERRORS},
+    summary="Cancel a run",
+)
+async def cancel_run(
+    run_id: str, request: Request, state: State, principal: CurrentPrincipal
+) -> Response:
+    row = await _visible_run(state, principal, run_id)
+    if row["status"] in TERMINAL and row["status"] != "cancelled":
+        raise Conflict(f"run '{run_id}' already {row['status']}")
+    row = await state.runs.cancel(row["id"]) or row
+    state.executor.changes.publish(row["id"])
+    return _json(run_json(row), headers={"ETag": etag(row)})

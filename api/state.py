@@ -1,0 +1,55 @@
+"""What the app holds for its lifetime; routes reach it through ``api.deps``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from dataclasses import dataclass, field
+
+from core.settings import Settings
+from db.database import Database
+from db.runs import TERMINAL, RunRepository
+from flows.registry import Registry
+from workers.executor import Executor
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+    runs: RunRepository
+    registry: Registry
+    executor: Executor
+    tasks: set[asyncio.Task] = field(default_factory=set)
+
+    def spawn(self, coro) -> asyncio.Task:
+        """A task that outlives the request that started it."""
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def wait_for_change(
+        self, run_id: uuid.UUID, timeout: float, *, since_version: int | None = None
+    ) -> None:
+        """Return when the run's version passes ``since_version`` (or, without it, when the
+        run is terminal), or when ``timeout`` runs out. Polls the database as a backstop, so
+        changes made by other processes are seen too."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            event = self.executor.changes.waiter(run_id)
+            current = await self.runs.version(run_id)
+            if current is None:
+                return
+            version, status = current
+            if since_version is not None and version != since_version:
+                return
+            if since_version is None and status in TERMINAL:
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(remaining, 0.5))

@@ -1,0 +1,23 @@
+"""Prometheus metrics shared by the API and the engine."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RUNS_CREATED = Counter("pocketrun_runs_created_total", "Runs created", ["flow"])
+RUNS_FINISHED = Counter("pocketrun_runs_finished_total", "Runs ended", ["flow", "status"])
+STEP_SECONDS = Histogram(
+    "pocketrun_step_seconds",
+    "Node step duration, commit included",
+    ["flow"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+QUEUE_DEPTH = Gauge("pocketrun_queue_depth", "Runs waiting for an executor slot here")
+IN_FLIGHT = Gauge("pocketrun_runs_in_flight", "Runs being advanced in this process")
+API_SECONDS = Histogram(
+    "pocketrun_api_request_seconds",
+    "API latency",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
+)
+WORKERS_ALIVE = Gauge("pocketrun_workers_alive", "Workers with a live heartbeat")
