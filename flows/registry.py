@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -173,7 +175,11 @@ BUILTIN_MODULES = ["flows.examples"]
 
 
 def load_flows(modules: list[str] | None = None) -> Registry:
-    """Import the built-in flows and the engineer's modules; each registers itself."""
+    """Import the built-in flows and the engineer's modules; each registers itself.
+
+    Modules resolve from the working directory too, as ``python -m`` would."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     for module in [*BUILTIN_MODULES, *(modules or [])]:
         importlib.import_module(module)
     return REGISTRY
