@@ -25,8 +25,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.05,
-               message: str = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 30,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -40,8 +44,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30, interval: floa
 class Server:
     """A real ``pocketrun serve`` (uvicorn) in its own process."""
 
-    def __init__(self, database_url: str, *, env: dict[str, str] | None = None,
-                 log_path: Path | None = None) -> None:
+    def __init__(
+        self, database_url: str, *, env: dict[str, str] | None = None, log_path: Path | None = None
+    ) -> None:
         self.database_url = database_url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -61,7 +66,10 @@ class Server:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             [str(BIN / "pocketrun"), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
         def up() -> bool:
@@ -93,8 +101,9 @@ class Server:
         return self.proc.returncode if self.proc else None
 
 
-def wait_for_run(client: httpx.Client, run_id: str, statuses: set[str] = TERMINAL,
-                 timeout: float = 60) -> dict[str, Any]:
+def wait_for_run(
+    client: httpx.Client, run_id: str, statuses: set[str] = TERMINAL, timeout: float = 60
+) -> dict[str, Any]:
     def done() -> dict[str, Any] | None:
         body = client.get(f"/v1/runs/{run_id}").json()
         return body if body["status"] in statuses else None

@@ -56,16 +56,35 @@ class StepResult:
 
 
 class _Counter:
-    """Counts exec calls on a node copy without changing what the node does."""
+    """Counts exec calls on a node copy without changing what the node does.
+
+    pocketflow's AsyncNode retries without setting ``cur_retry``; pocketrun sets it for
+    async nodes too. Each retry loop runs in one task (a parallel batch gives each item its
+    own), and a loop ends on success or on its last failure, so a per-task count is the
+    retry index."""
 
     def __init__(self, node: BaseNode, is_async: bool) -> None:
         self.calls = 0
         if is_async and hasattr(node, "exec_async"):
             original = node.exec_async
+            tries: dict[int, int] = {}
+            max_retries = getattr(node, "max_retries", 1)
 
             async def counted_async(prep_res: Any) -> Any:
                 self.calls += 1
-                return await original(prep_res)
+                task = id(asyncio.current_task())
+                retry = tries.get(task, 0)
+                node.cur_retry = retry
+                try:
+                    result = await original(prep_res)
+                except Exception:
+                    if retry + 1 >= max_retries:
+                        tries.pop(task, None)
+                    else:
+                        tries[task] = retry + 1
+                    raise
+                tries.pop(task, None)
+                return result
 
             node.exec_async = counted_async  # type: ignore[method-assign]
         else:
