@@ -182,11 +182,18 @@ class Checkpoints:
                 .values(lease_owner=None, lease_expires_at=None)
             )
 
-    async def renew(self, owner: str, ttl: float) -> int:
+    async def renew(self, owner: str, ttl: float, run_ids: list[uuid.UUID]) -> int:
+        """Extend the leases of the runs this holder is advancing right now."""
+        if not run_ids:
+            return 0
         async with self.db.write() as conn:
             result = await conn.execute(
                 update(runs)
-                .where(runs.c.lease_owner == owner, runs.c.status.in_(CLAIMABLE))
+                .where(
+                    runs.c.lease_owner == owner,
+                    runs.c.id.in_(run_ids),
+                    runs.c.status.in_(CLAIMABLE),
+                )
                 .values(lease_expires_at=utcnow() + timedelta(seconds=ttl))
             )
             return result.rowcount

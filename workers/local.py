@@ -46,6 +46,7 @@ class LocalExecutor:
         self._order = itertools.count()
         self._known: set[uuid.UUID] = set()  # queued here or in flight here
         self._in_flight: set[asyncio.Task] = set()
+        self._active: set[uuid.UUID] = set()  # being advanced by a task of this process
         self._tasks: list[asyncio.Task] = []
 
     @property
@@ -78,9 +79,12 @@ class LocalExecutor:
             await self.submit(run_id)
 
     async def _advance(self, run_id: uuid.UUID, budget: float | None) -> Outcome:
+        if run_id in self._active:
+            return Outcome.skipped
         task = asyncio.current_task()
         assert task is not None
         self._in_flight.add(task)
+        self._active.add(run_id)
         try:
             return await self.engine.advance(run_id, budget=budget)
         except Exception:
@@ -90,6 +94,7 @@ class LocalExecutor:
             return Outcome.paused
         finally:
             self._in_flight.discard(task)
+            self._active.discard(run_id)
 
     async def _work(self) -> None:
         while True:
@@ -104,7 +109,9 @@ class LocalExecutor:
         while True:
             await asyncio.sleep(self.settings.lease_ttl / 3)
             try:
-                await self.checkpoints.renew(self.engine.owner, self.settings.lease_ttl)
+                await self.checkpoints.renew(
+                    self.engine.owner, self.settings.lease_ttl, list(self._active)
+                )
             except Exception:
                 log.exception("lease renewal failed")
 
