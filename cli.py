@@ -24,6 +24,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 runs_app = typer.Typer(help="List, show and cancel runs.", invoke_without_command=True)
 app.add_typer(db_app, name="db")
 app.add_typer(runs_app, name="runs")
+keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 console = Console()
 err = Console(stderr=True)
 
@@ -62,6 +64,78 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=int(settings.drain_grace) + 5,
     )
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes (default: CPU count)")
+    ] = None,
+    queues: Annotated[str, typer.Option(help="Comma-separated queues to consume")] = "default",
+    name: Annotated[
+        str | None, typer.Option(help="Worker name, recorded on every step it runs")
+    ] = None,
+) -> None:
+    """Run a Celery worker (EXECUTOR=celery): advances runs from their checkpoints."""
+    import os
+
+    from workers.engine import default_worker_name
+
+    queue_list = [q.strip() for q in queues.split(",") if q.strip()] or ["default"]
+    worker_name = name or _settings().worker_name or default_worker_name()
+    # The pool's processes read their settings from the environment after the fork.
+    os.environ["POCKETRUN_WORKER_NAME"] = worker_name
+    os.environ["POCKETRUN_WORKER_QUEUES"] = ",".join(queue_list)
+    get_settings.cache_clear()
+    settings = _settings()
+    if settings.auto_migrate:
+        asyncio.run(_migrate_only(settings))
+    from workers.celery_app import run_worker
+
+    run_worker(concurrency or os.cpu_count() or 1, queue_list, worker_name, settings.log_level)
+
+
+@app.command()
+def workers(
+    all_: Annotated[bool, typer.Option("--all", help="Include dead workers")] = False,
+) -> None:
+    """The Celery worker processes with a recent heartbeat, and what they are running."""
+    from db.types import utcnow
+
+    rows = asyncio.run(list_workers(_settings(), all_))
+    table = Table("name", "pid", "host", "queues", "running", "heartbeat", "alive")
+    now = utcnow()
+    for row in rows:
+        alive = row.expires_at >= now
+        table.add_row(
+            row.name,
+            str(row.pid),
+            row.hostname,
+            ",".join(row.queues),
+            " ".join(row.running) or "-",
+            f"{(now - row.heartbeat_at).total_seconds():.1f}s ago",
+            "[green]yes[/green]" if alive else "[red]no[/red]",
+        )
+    console.print(table)
+    names = {row.name for row in rows if row.expires_at >= now}
+    console.print(
+        f"{len(names)} worker(s) alive, {sum(r.expires_at >= now for r in rows)} process(es)"
+    )
+
+
+async def _migrate_only(settings: Settings) -> None:
+    db = await _open(settings)
+    await db.close()
+
+
+async def list_workers(settings: Settings, include_dead: bool) -> list[Any]:
+    from db.distributed import Distributed
+
+    db = await _open(settings)
+    try:
+        return await Distributed(db).live_workers(include_dead=include_dead)
+    finally:
+        await db.close()
 
 
 @db_app.command("upgrade")
@@ -336,6 +410,122 @@ async def cancel_run(settings: Settings, run_id: uuid.UUID) -> str | None:
         return "cancel requested" if row["status"] == "running" else row["status"]
     finally:
         await db.close()
+
+
+# --- API keys: the CLI acts on the database, so a new key works at once ---
+
+
+def _parse_expiry(text: str | None):
+    """``30d``, ``12h``, ``15m``, ``90s`` from now, or an ISO 8601 moment (naive: UTC)."""
+    from datetime import UTC, datetime, timedelta
+
+    if text is None:
+        return None
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    if text[-1:] in units and text[:-1].isdigit():
+        return datetime.now(UTC) + timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter("--expires takes 30d, 12h, 15m, 90s or an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="consumer, operator, engineer or admin")],
+    tenant: Annotated[str, typer.Option(help="Tenant; '*' (admins only) crosses tenants")],
+    name: Annotated[str | None, typer.Option(help="A label for humans")] = None,
+    expires: Annotated[str | None, typer.Option(help="30d, 12h, ... or ISO 8601")] = None,
+) -> None:
+    """Create an API key and print it: it is shown only this once."""
+    from core.principal import ALL_TENANTS, Role
+    from db.keys import NewKey
+
+    try:
+        parsed_role = Role(role)
+    except ValueError:
+        raise typer.BadParameter(f"--role must be one of {[r.value for r in Role]}") from None
+    if tenant == ALL_TENANTS and parsed_role is not Role.admin:
+        raise typer.BadParameter("only an admin key can have tenant '*'")
+    if not tenant or len(tenant) > 100:
+        raise typer.BadParameter("--tenant must be 1-100 characters")
+    new = NewKey(
+        name=name or f"{parsed_role.value}@{tenant}",
+        tenant=tenant,
+        role=parsed_role,
+        created_by="cli",
+        expires_at=_parse_expiry(expires),
+    )
+
+    async def main():
+        from db.keys import KeyRepository
+
+        db = await _open(_settings())
+        try:
+            return await KeyRepository(db).create(new)
+        finally:
+            await db.close()
+
+    row, key = asyncio.run(main())
+    err.print(
+        f"key [bold]{row['id']}[/bold] ({row['role']} of tenant {row['tenant']!r}); "
+        "it is shown only now:"
+    )
+    print(key)
+
+
+@keys_app.command("list")
+def keys_list(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 500,
+) -> None:
+    """API keys, newest first (never the keys themselves)."""
+
+    async def main():
+        from db.keys import KeyRepository
+
+        db = await _open(_settings())
+        try:
+            return await KeyRepository(db).list(tenant, limit=limit)
+        finally:
+            await db.close()
+
+    table = Table("id", "prefix", "name", "tenant", "role", "created", "expires", "revoked")
+    for row in asyncio.run(main()):
+        table.add_row(
+            row["id"],
+            row["prefix"] + "...",
+            row["name"],
+            row["tenant"],
+            row["role"],
+            row["created_at"].isoformat(timespec="seconds"),
+            row["expires_at"].isoformat(timespec="seconds") if row["expires_at"] else "",
+            row["revoked_at"].isoformat(timespec="seconds") if row["revoked_at"] else "",
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (see keys list)")],
+) -> None:
+    """Revoke a key (API processes notice within POCKETRUN_AUTH_CACHE_TTL seconds)."""
+
+    async def main():
+        from db.keys import KeyRepository
+
+        db = await _open(_settings())
+        try:
+            return await KeyRepository(db).revoke(key_id)
+        finally:
+            await db.close()
+
+    row = asyncio.run(main())
+    if row is None:
+        err.print("key not found")
+        raise typer.Exit(1)
+    console.print(f"{key_id}: revoked at {row['revoked_at'].isoformat(timespec='seconds')}")
 
 
 def main() -> None:

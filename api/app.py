@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from api import problems
+from api import hardening, problems
 from api.middleware import RequestMiddleware
 from api.routes import flows, health, runs
+from api.security import start_security
 from api.state import AppState
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         executor = make_executor(settings, db, registry)
         state = AppState(settings, db, RunRepository(db), registry, executor)
         app.state.pocketrun = state
+        app.state.security = await start_security(settings, db)
         await executor.start()
         log.info("pocketrun ready", executor=executor.name, flows=len(registry.all()))
         try:
@@ -61,5 +63,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(flows.router)
     app.include_router(runs.router)
+    hardening.install(app, settings)  # keys and audit routes, security middleware, CORS
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

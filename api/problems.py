@@ -34,6 +34,15 @@ _TITLES = {
     503: "Service unavailable",
 }
 
+# The same ``type`` whether the error came from a route or from the framework.
+_TYPES = {
+    400: "bad-request",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "payload-too-large",
+    422: "invalid-input",
+}
+
 
 def problem(
     status: int,
@@ -70,10 +79,23 @@ def field_errors(errors: list[Any], prefix: tuple = ()) -> list[dict[str, Any]]:
     return out
 
 
+def _json_error(err: Any) -> Any:
+    """FastAPI puts the character offset of a JSON syntax error in ``loc`` (``body.22``),
+    which reads like a field; name the body and say where in ``msg`` instead."""
+    loc = tuple(err.get("loc", ()))
+    if err.get("type") != "json_invalid" or len(loc) != 2 or not isinstance(loc[1], int):
+        return err
+    reason = (err.get("ctx") or {}).get("error")
+    msg = f"JSON decode error at character {loc[1]}" + (f": {reason}" if reason else "")
+    return {**err, "loc": (loc[0],), "msg": msg}
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(PocketrunError)
     async def _pocketrun(_: Request, exc: PocketrunError) -> Response:
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+        headers = dict(getattr(exc, "headers", None) or {})  # WWW-Authenticate, RateLimit-*
+        if isinstance(exc, RateLimited):
+            headers.setdefault("Retry-After", str(exc.retry_after))
         return problem(
             exc.status,
             exc.detail,
@@ -89,7 +111,7 @@ def install(app: FastAPI) -> None:
             422,
             "the request is not valid",
             type_="invalid-input",
-            errors=field_errors(list(exc.errors())),
+            errors=field_errors([_json_error(e) for e in exc.errors()]),
         )
 
     @app.exception_handler(ValidationError)
@@ -104,7 +126,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
-        return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
+        return problem(
+            exc.status_code,
+            detail,
+            type_=_TYPES.get(exc.status_code),
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any, Literal
 
@@ -16,8 +17,54 @@ class RunCreate(BaseModel):
 
     input: dict[str, Any] = Field(default_factory=dict, description="The flow's input")
     mode: Literal["auto", "inline", "background"] = "auto"
-    priority: int = Field(default=0, ge=0, le=9, description="0-9, higher runs first")
+    priority: int = Field(default=0, ge=0, le=9, strict=True, description="0-9, higher runs first")
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+MAX_JSON_DEPTH = 100
+_INT_RANGE = (-(2**63), 2**64 - 1)  # what orjson, and so the shared store, can hold
+
+
+def json_problems(value: Any, loc: tuple[str | int, ...]) -> list[dict[str, Any]]:
+    """Where ``value`` holds what the store can't keep on every database: NUL or unpaired
+    surrogates in strings, NaN or infinities, integers past 64 bits, or nesting too deep.
+    Each problem is a problem+json ``errors`` item."""
+    problems: list[dict[str, Any]] = []
+
+    def add(where: tuple[str | int, ...], msg: str, type_: str) -> None:
+        problems.append(
+            {"loc": list(where), "path": ".".join(map(str, where)), "msg": msg, "type": type_}
+        )
+
+    def bad_text(text: str) -> str | None:
+        if "\x00" in text:
+            return "the NUL character is not allowed"
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "unpaired surrogates are not allowed"
+        return None
+
+    stack: list[tuple[Any, tuple[str | int, ...], int]] = [(value, loc, 0)]
+    while stack and len(problems) < 20:
+        item, where, depth = stack.pop()
+        if isinstance(item, dict | list) and depth >= MAX_JSON_DEPTH:
+            add(where, f"nested deeper than {MAX_JSON_DEPTH} levels", "json_too_deep")
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if (msg := bad_text(key)) is not None:
+                    add((*where, key), f"key: {msg}", "json_invalid_string")
+                stack.append((child, (*where, key), depth + 1))
+        elif isinstance(item, list):
+            stack.extend((child, (*where, i), depth + 1) for i, child in enumerate(item))
+        elif isinstance(item, str):
+            if (msg := bad_text(item)) is not None:
+                add(where, msg, "json_invalid_string")
+        elif isinstance(item, float) and not math.isfinite(item):
+            add(where, "NaN and infinities are not JSON numbers", "json_invalid_number")
+        elif isinstance(item, int) and not _INT_RANGE[0] <= item <= _INT_RANGE[1]:
+            add(where, "integers must fit in 64 bits", "json_invalid_number")
+    return problems
 
 
 class ErrorOut(BaseModel):

@@ -12,6 +12,13 @@ class Role(StrEnum):
     engineer = "engineer"
     admin = "admin"
 
+    @property
+    def rank(self) -> int:
+        """Higher is more powerful; picks one role when a token carries several."""
+        return _RANK[self]
+
+
+_RANK = {Role.consumer: 0, Role.operator: 1, Role.engineer: 2, Role.admin: 3}
 
 ALL_TENANTS = "*"
 
@@ -28,4 +35,5 @@ class Principal:
         return self.tenant == ALL_TENANTS and self.role is Role.admin
 
 
+# The CLI acts on the database directly, as this principal; the API never uses it.
 LOCAL_PRINCIPAL = Principal(subject="local", tenant="default", role=Role.admin)

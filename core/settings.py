@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,14 +31,20 @@ class Settings(BaseSettings):
     port: int = 8000
     max_body_bytes: int = 1024 * 1024
     rate_limit: str | None = None
-    admin_key: str | None = None
-    jwt_secret: str | None = None
+    admin_key: SecretStr | None = None
+    jwt_secret: SecretStr | None = None
     jwks_url: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_role_claim: str = "role"
     jwt_tenant_claim: str = "tenant"
     jwt_role_map: str | None = None
+    # Security (issue 4): all optional, secure defaults.
+    cors_origins: str = ""  # comma-separated; empty: no CORS, browsers stay same-origin
+    auth_cache_ttl: float = Field(default=5.0, ge=0)  # bound on how late a revocation bites
+    jwks_cache_ttl: float = Field(default=300.0, ge=0)
+    jwt_leeway: float = Field(default=10.0, ge=0, le=300)
+    max_query_bytes: int = Field(default=8192, ge=256)
 
     log_level: str = "INFO"
     log_json: bool = True
@@ -56,6 +62,21 @@ class Settings(BaseSettings):
     idempotency_ttl: float = 24 * 3600.0
     max_deliveries: int = Field(default=20, ge=1)
 
+    # Distributed execution (EXECUTOR=celery): see workers/celery_app.py.
+    broker_url: str | None = None  # default: REDIS_URL
+    time_slice: float = Field(default=5.0, gt=0)  # seconds a task carries a run before requeueing
+    task_soft_time_limit: float = Field(default=900.0, gt=0)  # caps one task: slice + last step
+    task_time_limit_grace: float = Field(default=30.0, gt=0)  # hard kill this long after the soft
+    visibility_timeout: float = Field(default=3600.0, gt=0)  # Redis broker: unacked redelivery
+    redispatch_after: float = Field(default=60.0, gt=0)  # resend a never-claimed run's message
+    throttle_delay: float = Field(default=1.0, ge=0)  # retry delay when the flow's slots are full
+    worker_heartbeat: float = Field(default=2.0, gt=0)
+    worker_ttl: float = Field(default=10.0, gt=0)  # a worker unseen this long is dead
+    redis_store: bool = True  # keep live shared stores in Redis (the database stays the record)
+    redis_store_ttl: float = Field(default=7 * 86400.0, gt=0)  # idle unfinished runs' keys
+    redis_finished_ttl: float = Field(default=300.0, gt=0)  # finished runs' keys
+    ready_min_workers: int = Field(default=0, ge=0)  # /readyz fails below this many live workers
+
     @field_validator("database_url")
     @classmethod
     def _normalize(cls, value: str) -> str:
@@ -64,6 +85,10 @@ class Settings(BaseSettings):
     @property
     def flow_modules(self) -> list[str]:
         return [m.strip() for m in self.flows.split(",") if m.strip()]
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def is_sqlite(self) -> bool:

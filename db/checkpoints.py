@@ -9,9 +9,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -72,6 +73,78 @@ class StepRecord:
 
 
 CLAIMABLE = ("queued", "running")
+_INSERT_STEP = insert(steps)
+
+
+# The engine's statements are built once and executed with parameters: building and
+# cache-keying a fresh expression per step cost about as much as a statement's round trip.
+def _bind(name: str, column) -> Any:
+    return bindparam(name, type_=column.type)
+
+
+_BOUND_FENCE = and_(
+    runs.c.id == _bind("f_id", runs.c.id),
+    runs.c.seq == _bind("f_seq", runs.c.seq),
+    runs.c.lease_owner == _bind("f_owner", runs.c.lease_owner),
+)
+_CLAIM = (
+    update(runs)
+    .where(
+        runs.c.id == _bind("c_id", runs.c.id),
+        runs.c.status.in_(CLAIMABLE),
+        or_(
+            runs.c.lease_owner.is_(None),
+            runs.c.lease_expires_at < _bind("c_now", runs.c.lease_expires_at),
+            runs.c.lease_owner == _bind("c_owner", runs.c.lease_owner),
+        ),
+    )
+    .values(
+        lease_owner=_bind("c_owner", runs.c.lease_owner),
+        lease_expires_at=_bind("c_expires", runs.c.lease_expires_at),
+        deliveries=runs.c.deliveries + 1,
+    )
+    .returning(
+        runs.c.id,
+        runs.c.flow,
+        runs.c.flow_version,
+        runs.c.graph_hash,
+        runs.c.status,
+        runs.c.seq,
+        runs.c.cursor,
+        runs.c.state,
+        runs.c.state_seq,
+        runs.c.input,
+        runs.c.deliveries,
+        runs.c.cancel_requested,
+        runs.c.deadline_at,
+    )
+)
+_MARK_RUNNING = (
+    update(runs)
+    .where(_BOUND_FENCE, runs.c.status == "queued")
+    .values(
+        status="running",
+        started_at=_bind("m_now", runs.c.started_at),
+        current_node=_bind("m_node", runs.c.current_node),
+        version=runs.c.version + 1,
+    )
+)
+
+
+@lru_cache(maxsize=64)
+def _commit_update(keys: tuple[str, ...]):
+    """The fenced checkpoint UPDATE setting ``keys``."""
+    return (
+        update(runs)
+        .where(_BOUND_FENCE)
+        .values(
+            {
+                **{key: _bind(f"v_{key}", runs.c[key]) for key in keys},
+                "version": runs.c.version + 1,
+            }
+        )
+        .returning(runs.c.cancel_requested)
+    )
 
 
 class Checkpoints:
@@ -84,52 +157,21 @@ class Checkpoints:
     async def claim(self, run_id: uuid.UUID, owner: str, ttl: float) -> Claimed | None:
         """Take the run's lease if nobody live holds it; count the delivery."""
         now = utcnow()
+        params = {
+            "c_id": run_id,
+            "c_now": now,
+            "c_owner": owner,
+            "c_expires": now + timedelta(seconds=ttl),
+        }
         async with self.db.write() as conn:
-            result = await conn.execute(
-                update(runs)
-                .where(
-                    runs.c.id == run_id,
-                    runs.c.status.in_(CLAIMABLE),
-                    or_(
-                        runs.c.lease_owner.is_(None),
-                        runs.c.lease_expires_at < now,
-                        runs.c.lease_owner == owner,
-                    ),
-                )
-                .values(
-                    lease_owner=owner,
-                    lease_expires_at=now + timedelta(seconds=ttl),
-                    deliveries=runs.c.deliveries + 1,
-                )
-                .returning(
-                    runs.c.id,
-                    runs.c.flow,
-                    runs.c.flow_version,
-                    runs.c.graph_hash,
-                    runs.c.status,
-                    runs.c.seq,
-                    runs.c.cursor,
-                    runs.c.state,
-                    runs.c.state_seq,
-                    runs.c.input,
-                    runs.c.deliveries,
-                    runs.c.cancel_requested,
-                    runs.c.deadline_at,
-                )
-            )
+            result = await conn.execute(_CLAIM, params)
             row = result.mappings().first()
         return Claimed(**row) if row else None
 
     async def mark_running(self, run_id: uuid.UUID, owner: str, seq: int, node: str | None) -> None:
-        now = utcnow()
+        params = {"f_id": run_id, "f_seq": seq, "f_owner": owner, "m_now": utcnow(), "m_node": node}
         async with self.db.write() as conn:
-            result = await conn.execute(
-                update(runs)
-                .where(self._fence(run_id, owner, seq), runs.c.status == "queued")
-                .values(
-                    status="running", started_at=now, current_node=node, version=runs.c.version + 1
-                )
-            )
+            result = await conn.execute(_MARK_RUNNING, params)
             if result.rowcount == 0:
                 check = await conn.execute(select(runs.c.id).where(self._fence(run_id, owner, seq)))
                 if check.first() is None:
@@ -156,22 +198,21 @@ class Checkpoints:
         """Commit one checkpoint fenced by ``seq``; return whether cancel was requested."""
         values = {
             "lease_expires_at": utcnow() + timedelta(seconds=ttl),
+            # deliveries counts claims since the last checkpoint (runs that keep dying
+            # mid-step), not hand-offs: a run may be taken over at every checkpoint
+            "deliveries": 0,
             **run_values,
             "seq": step.seq if step is not None else seq,
-            "version": runs.c.version + 1,
         }
+        params = {f"v_{key}": value for key, value in values.items()}
+        params.update(f_id=run_id, f_seq=seq, f_owner=owner)
         async with self.db.write() as conn:
-            result = await conn.execute(
-                update(runs)
-                .where(self._fence(run_id, owner, seq))
-                .values(values)
-                .returning(runs.c.cancel_requested)
-            )
+            result = await conn.execute(_commit_update(tuple(values)), params)
             row = result.first()
             if row is None:
                 raise LeaseLost(str(run_id))
             if step is not None:
-                await conn.execute(insert(steps).values(step.values(run_id)))
+                await conn.execute(_INSERT_STEP, step.values(run_id))
         return bool(row.cancel_requested)
 
     async def release(self, run_id: uuid.UUID, owner: str) -> None:

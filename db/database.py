@@ -2,7 +2,7 @@
 
 SQLite allows one writer at a time, so writers share one connection that opens its
 transactions with ``BEGIN IMMEDIATE`` (no lock upgrade deadlocks, no busy loops inside
-one process) while readers use their own pooled connections under WAL.
+one process) while readers use their own pooled connections under WAL, in autocommit.
 """
 
 from __future__ import annotations
@@ -36,8 +36,15 @@ class Database:
         self.dialect = "sqlite" if self.url.startswith("sqlite") else "postgresql"
         common: dict[str, Any] = {"json_serializer": dumps_str, "json_deserializer": loads}
         if self.dialect == "sqlite":
+            # Readers run in autocommit: under WAL every statement reads one consistent
+            # snapshot, and no read block issues more than one statement. A BEGIN and a
+            # ROLLBACK per read cost more aiosqlite thread hops than the SELECT itself.
             self.reader = create_async_engine(
-                self.url, poolclass=AsyncAdaptedQueuePool, pool_size=pool_size, **common
+                self.url,
+                poolclass=AsyncAdaptedQueuePool,
+                pool_size=pool_size,
+                isolation_level="AUTOCOMMIT",
+                **common,
             )
             self.writer = create_async_engine(
                 self.url,
@@ -47,7 +54,7 @@ class Database:
                 pool_timeout=120,
                 **common,
             )
-            self._setup_sqlite(self.reader, "BEGIN")
+            self._setup_sqlite(self.reader, None)
             self._setup_sqlite(self.writer, "BEGIN IMMEDIATE")
         else:
             engine = create_async_engine(
@@ -60,8 +67,10 @@ class Database:
             self.reader = self.writer = engine
 
     @staticmethod
-    def _setup_sqlite(engine: AsyncEngine, begin: str) -> None:
+    def _setup_sqlite(engine: AsyncEngine, begin: str | None) -> None:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        if begin is None:
+            return
 
         @event.listens_for(engine.sync_engine, "begin")
         def _begin(conn: Any) -> None:

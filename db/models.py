@@ -111,7 +111,98 @@ class IdempotencyKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
+class ApiKey(Base):
+    """An API key: only its SHA-256 is kept; ``prefix`` is what a human can recognise."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200))
+    tenant: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (Index("ix_api_keys_tenant_id", "tenant", "id"),)
+
+
+class AuditEntry(Base):
+    """One mutating call: who, in which tenant, did what to what, and when."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)  # UUIDv7: time ordered
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    tenant: Mapped[str] = mapped_column(String(100))
+    principal: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(50))
+    target: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    status: Mapped[int] = mapped_column(Integer)
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    detail: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
+
+    __table_args__ = (Index("ix_audit_log_tenant_id", "tenant", "id"),)
+
+
+api_keys = ApiKey.__table__
+audit_log = AuditEntry.__table__
+
+
 runs = Run.__table__
 steps = Step.__table__
 flows = FlowRecord.__table__
 idempotency_keys = IdempotencyKey.__table__
+
+
+# --- distributed execution (migration 0003) -----------------------------------------------
+
+# When the run's last broker message was sent (NULL: at creation). Added here, not in the
+# class body, so that this section stays self-contained.
+Run.dispatched_at = mapped_column(UTCDateTime(), nullable=True)
+
+
+class FlowSlot(Base):
+    """One run of ``flow`` executing now: a per-flow concurrency slot, held as a lease."""
+
+    __tablename__ = "flow_slots"
+
+    flow: Mapped[str] = mapped_column(String(100), primary_key=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WorkerRecord(Base):
+    """A live worker process: its heartbeat and what it is running."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(300), primary_key=True)  # name/pid
+    name: Mapped[str] = mapped_column(String(200))
+    hostname: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[Any] = mapped_column(JSONType)
+    running: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class Lock(Base):
+    """A named lease, e.g. the sweeper's: one holder at a time, until it expires."""
+
+    __tablename__ = "locks"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(300))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+flow_slots = FlowSlot.__table__
+workers = WorkerRecord.__table__
+locks = Lock.__table__

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, insert, select, update
@@ -90,6 +90,15 @@ class RunFilter:
     created_before: datetime | None = None
     limit: int = 50
     before_id: uuid.UUID | None = None
+
+
+_MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def _id_bound(moment: datetime, *, upper: bool = False) -> uuid.UUID:
+    """``uuid7_bound`` for any moment: UUIDv7 time starts at the epoch (48-bit milliseconds)."""
+    return uuid7_bound(min(max(moment, _MIN_TIME), _MAX_TIME), upper=upper)
 
 
 class RunRepository:
@@ -184,7 +193,8 @@ class RunRepository:
                 "this Idempotency-Key was already used with a different request body",
                 errors=[
                     {
-                        "loc": ["header", "Idempotency-Key"],
+                        "loc": ["header", "idempotency-key"],
+                        "path": "header.idempotency-key",
                         "msg": "reused with another body",
                         "type": "idempotency_mismatch",
                     }
@@ -216,11 +226,11 @@ class RunRepository:
             query = query.where(runs.c.status.in_(list(f.statuses)))
         if f.created_after is not None:
             query = query.where(
-                runs.c.id >= uuid7_bound(f.created_after), runs.c.created_at >= f.created_after
+                runs.c.id >= _id_bound(f.created_after), runs.c.created_at >= f.created_after
             )
         if f.created_before is not None:
             query = query.where(
-                runs.c.id <= uuid7_bound(f.created_before, upper=True),
+                runs.c.id <= _id_bound(f.created_before, upper=True),
                 runs.c.created_at < f.created_before,
             )
         if f.before_id is not None:

@@ -13,7 +13,7 @@ import pytest
 
 from db.database import Database
 from db.migrate import upgrade
-from tests.support import Server
+from tests.support import TEST_AUTH, Server
 
 PG_ADMIN = os.environ.get("POCKETRUN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 DIALECTS = ["sqlite", "postgresql"]
@@ -82,8 +82,8 @@ async def db(db_url: str) -> AsyncIterator[Database]:
 
 @pytest.fixture
 def api_headers() -> dict[str, str]:
-    """Credentials every /v1 call in the suite carries."""
-    return {}
+    """Credentials every /v1 call in the suite carries: the seeded admin key."""
+    return dict(TEST_AUTH)
 
 
 @pytest.fixture

@@ -17,6 +17,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
+# Every server in the suite seeds this admin key (tenant "default"); clients send it.
+TEST_ADMIN_KEY = "prk_test-admin-key-0123456789abcdefghijklmnop"
+TEST_AUTH = {"Authorization": f"Bearer {TEST_ADMIN_KEY}"}
 
 
 def free_port() -> int:
@@ -56,11 +59,12 @@ class Server:
             "POCKETRUN_FLOWS": "tests.edge_flows",
             "POCKETRUN_LOG_LEVEL": "WARNING",
             "POCKETRUN_PORT": str(self.port),
+            "POCKETRUN_ADMIN_KEY": TEST_ADMIN_KEY,
             **(env or {}),
         }
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
-        self.headers: dict[str, str] = {}
+        self.headers: dict[str, str] = dict(TEST_AUTH)
 
     def start(self, timeout: float = 60) -> Server:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115

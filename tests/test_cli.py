@@ -13,10 +13,21 @@ from tests.support import BIN, ROOT
 
 
 def pocketrun(db_url: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "POCKETRUN_DATABASE_URL": db_url, "POCKETRUN_LOG_LEVEL": "WARNING",
-           "POCKETRUN_FLOWS": "tests.edge_flows", "COLUMNS": "200"}
-    return subprocess.run([str(BIN / "pocketrun"), *args], cwd=ROOT, env=env, timeout=timeout,
-                          capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "POCKETRUN_DATABASE_URL": db_url,
+        "POCKETRUN_LOG_LEVEL": "WARNING",
+        "POCKETRUN_FLOWS": "tests.edge_flows",
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [str(BIN / "pocketrun"), *args],
+        cwd=ROOT,
+        env=env,
+        timeout=timeout,
+        capture_output=True,
+        text=True,
+    )
 
 
 def run_id_from(output: str) -> str:
@@ -48,8 +59,9 @@ def test_flows_lists_the_catalog_and_shows_one_graph(db_url: str) -> None:
 
 
 def test_run_wait_shows_each_step_and_the_output(db_url: str) -> None:
-    result = pocketrun(db_url, "run", "triage", "--input",
-                       json.dumps({"amount": 500, "flags": ["vip"]}), "--wait")
+    result = pocketrun(
+        db_url, "run", "triage", "--input", json.dumps({"amount": 500, "flags": ["vip"]}), "--wait"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "succeeded" in result.stdout
     for node in ("Score", "Review", "approve", "Notify"):

@@ -61,8 +61,13 @@ class RunEngine:
         changes: ChangeFeed | None = None,
         threads: ThreadPoolExecutor | None = None,
         on_commit: Callable[[uuid.UUID], None] | None = None,
+        store_sync: Any | None = None,
     ) -> None:
         self.db = db
+        # Optional live copy of the stores elsewhere (workers.redis_store.RedisStore):
+        # load(claimed, rebuild) -> SharedStore, committed(run_id, old_seq, new_seq, delta,
+        # store, done) after each commit, ended(run_id) when the run ends.
+        self.store_sync = store_sync
         self.checkpoints = Checkpoints(db)
         self.registry = registry
         self.settings = settings
@@ -130,7 +135,10 @@ class RunEngine:
             return await self._end(
                 run_id, seq, "failed", {"type": "flow_changed", "message": exc.detail, "node": None}
             )
-        store = await self._load_store(claimed)
+        if self.store_sync is not None:
+            store = await self.store_sync.load(claimed, self._load_store)
+        else:
+            store = await self._load_store(claimed)
         cursor = Cursor.from_json(claimed.cursor)
         if claimed.status == "queued":
             await self.checkpoints.mark_running(
@@ -140,21 +148,19 @@ class RunEngine:
         runner = StepRunner(graph, self.threads, str(run_id))
         loop = asyncio.get_running_loop()
         until = loop.time() + budget if budget is not None else None
+        first = True  # a budget pauses only after a step: every advance makes progress
         while True:
-            if self.stopping.is_set() or (until is not None and loop.time() >= until):
+            if self.stopping.is_set() or (not first and until is not None and loop.time() >= until):
                 await self.checkpoints.release(run_id, self.owner)
                 return Outcome.paused
+            first = False
             now = utcnow()
             if claimed.deadline_at is not None and now >= claimed.deadline_at:
                 return await self._end(
                     run_id,
                     seq,
                     "timed_out",
-                    {
-                        "type": "run_timeout",
-                        "message": f"the run passed its {spec.run_timeout:g}s deadline",
-                        "node": cursor.next,
-                    },
+                    _deadline_error(claimed, cursor.next),
                 )
             if seq >= spec.max_steps:
                 return await self._end(
@@ -171,7 +177,17 @@ class RunEngine:
             structlog.contextvars.bind_contextvars(step=seq + 1)
             result = await runner.step(cursor, store.working_copy(), seq + 1, timeout)
             if result.error is not None:
-                return await self._fail_step(run_id, seq, result, result.error)
+                error = result.error
+                if (
+                    error.status == "timed_out"
+                    and claimed.deadline_at is not None
+                    and timeout != spec.step_timeout
+                ):  # the run's deadline, not the node's step_timeout, cut the step short
+                    deadline = _deadline_error(claimed, error.node)
+                    error = StepError(
+                        "run_timeout", deadline["message"], error.node, "timed_out", error.attempts
+                    )
+                return await self._fail_step(run_id, seq, result, error)
             try:
                 delta = store.diff(result.shared, result.node or "")
             except StoreError as exc:
@@ -208,6 +224,8 @@ class RunEngine:
             cancel = await self.checkpoints.commit(
                 run_id, self.owner, seq, self.settings.lease_ttl, step, values
             )
+            if self.store_sync is not None:
+                await self.store_sync.committed(run_id, seq, new_seq, delta, store, done)
             seq = new_seq
             cursor = result.cursor
             self._published(run_id)
@@ -280,6 +298,8 @@ class RunEngine:
         await self.checkpoints.commit(
             run_id, self.owner, seq, self.settings.lease_ttl, step, values
         )
+        if self.store_sync is not None:
+            await self.store_sync.ended(run_id)
         self._published(run_id)
         log.info("run ended", status=status)
         return Outcome.finished
@@ -287,6 +307,15 @@ class RunEngine:
 
 def _cancelled(node: str | None = None) -> dict[str, Any]:
     return {"type": "cancelled", "message": "cancelled on request", "node": node}
+
+
+def _deadline_error(claimed: Claimed, node: str | None) -> dict[str, Any]:
+    assert claimed.deadline_at is not None
+    return {
+        "type": "run_timeout",
+        "message": f"the run passed its deadline ({claimed.deadline_at.isoformat()})",
+        "node": node,
+    }
 
 
 def _step_timeout(spec: FlowSpec, claimed: Claimed, now) -> float | None:

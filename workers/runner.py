@@ -31,12 +31,15 @@ BATCH_KINDS = {Kind.batch_flow, Kind.async_batch_flow}
 class StepError(Exception):
     """A step that ends the run: ``type`` becomes the run's and the step's error type."""
 
-    def __init__(self, type_: str, message: str, node: str, status: str = "failed") -> None:
+    def __init__(
+        self, type_: str, message: str, node: str, status: str = "failed", attempts: int = 0
+    ) -> None:
         super().__init__(message)
         self.type = type_
         self.message = message
         self.node = node
         self.status = status
+        self.attempts = attempts  # exec calls made before the step failed
 
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type, "message": self.message, "node": self.node}
@@ -144,7 +147,9 @@ class StepRunner:
             while cursor.next is None and not await self._unwind(cursor, shared):
                 pass
         except StepError as exc:
-            return StepResult(exc.node, None, 0, started, utcnow(), cursor, shared, error=exc)
+            return StepResult(
+                exc.node, None, exc.attempts, started, utcnow(), cursor, shared, error=exc
+            )
         return StepResult(info.id, action, attempts, started, utcnow(), cursor, shared)
 
     async def _run_leaf(
@@ -170,16 +175,20 @@ class StepRunner:
                 f"node '{info.id}' ran past its {timeout:.3g}s step timeout",
                 info.id,
                 status="timed_out",
+                attempts=counter.calls,
             ) from None
         except StepError:
             raise
         except Exception as exc:
-            raise StepError("node_error", f"{type(exc).__name__}: {exc}", info.id) from exc
+            raise StepError(
+                "node_error", f"{type(exc).__name__}: {exc}", info.id, attempts=counter.calls
+            ) from exc
         if action is not None and not isinstance(action, str):
             raise StepError(
                 "invalid_action",
                 f"node '{info.id}' returned {action!r}; actions are strings",
                 info.id,
+                attempts=counter.calls,
             )
         return action, 1 if isinstance(info.obj, Flow) else counter.calls
 

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from api.authz import can_see_run, list_scope
-from api.deps import CurrentPrincipal, State
+from api.authz import Permission, Requires, can_see_run, list_scope
+from api.deps import State
 from api.problems import field_errors
-from api.schemas import Problem, RunCreate, RunOut, RunPage, RunStatus, StepPage
+from api.schemas import (
+    Problem,
+    RunCreate,
+    RunOut,
+    RunPage,
+    RunStatus,
+    StepPage,
+    json_problems,
+)
 from api.serialize import etag, run_json, step_json
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import parse_uuid
@@ -27,6 +35,7 @@ router = APIRouter(tags=["runs"])
 JSON = "application/json"
 ERRORS = {code: {"model": Problem} for code in (404, 413, 422)}
 
+FLOW_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # what flows.registry accepts
 WaitParam = Annotated[float, Query(ge=0, description="Seconds to wait (capped)")]
 
 
@@ -53,11 +62,16 @@ async def create_run(
     flow: str,
     body: RunCreate,
     state: State,
-    principal: CurrentPrincipal,
+    principal: Annotated[Principal, Requires(Permission.run_start)],
     wait: WaitParam = 0,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> Response:
     spec = state.registry.get(flow)
+    unstorable = json_problems(body.input, ("body", "input")) + json_problems(
+        body.metadata, ("body", "metadata")
+    )
+    if unstorable:
+        raise InvalidInput("the request holds values JSON can't store", errors=unstorable)
     try:
         initial = spec.validate_input(body.input)
     except ValidationError as exc:
@@ -111,7 +125,7 @@ async def create_run(
 async def get_run(
     run_id: str,
     state: State,
-    principal: CurrentPrincipal,
+    principal: Annotated[Principal, Requires(Permission.run_read)],
     wait: WaitParam = 0,
     if_none_match: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
@@ -152,8 +166,8 @@ def _parse_cursor(cursor: str | None) -> uuid.UUID | None:
 @router.get("/v1/runs", response_model=RunPage, responses=ERRORS, summary="List runs, newest first")
 async def list_runs(
     state: State,
-    principal: CurrentPrincipal,
-    flow: Annotated[str | None, Query(max_length=100)] = None,
+    principal: Annotated[Principal, Requires(Permission.run_read)],
+    flow: Annotated[str | None, Query(max_length=100, pattern=FLOW_NAME)] = None,
     status: Annotated[list[RunStatus] | None, Query()] = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
@@ -167,8 +181,8 @@ async def list_runs(
             principal=subject,
             flow=flow,
             statuses=list(dict.fromkeys(status or [])),
-            created_after=_aware(created_after),
-            created_before=_aware(created_before),
+            created_after=_aware(created_after, "created_after"),
+            created_before=_aware(created_before, "created_before"),
             limit=limit + 1,
             before_id=_parse_cursor(cursor),
         )
@@ -179,12 +193,26 @@ async def list_runs(
     return _json({"items": [run_json(r) for r in rows], "next_cursor": next_cursor})
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    from datetime import UTC
-
-    return value.replace(tzinfo=UTC)
+def _aware(value: datetime | None, name: str) -> datetime | None:
+    """The moment in UTC (naive means UTC); one past the datetime range is a 422."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(
+            f"{name} is out of range",
+            errors=[
+                {
+                    "loc": ["query", name],
+                    "path": f"query.{name}",
+                    "msg": "out of the datetime range once in UTC",
+                    "type": "datetime_out_of_range",
+                }
+            ],
+        ) from None
 
 
 @router.get(
@@ -193,7 +221,9 @@ def _aware(value: datetime | None) -> datetime | None:
     responses=ERRORS,
     summary="The run's steps in seq order",
 )
-async def list_steps(run_id: str, state: State, principal: CurrentPrincipal) -> Response:
+async def list_steps(
+    run_id: str, state: State, principal: Annotated[Principal, Requires(Permission.run_read)]
+) -> Response:
     row = await _visible_run(state, principal, run_id)
     items = [step_json(s) for s in await state.runs.steps(row["id"])]
     return _json({"items": items, "next_cursor": None})
@@ -206,7 +236,10 @@ async def list_steps(run_id: str, state: State, principal: CurrentPrincipal) -> 
     summary="Cancel a run",
 )
 async def cancel_run(
-    run_id: str, request: Request, state: State, principal: CurrentPrincipal
+    run_id: str,
+    request: Request,
+    state: State,
+    principal: Annotated[Principal, Requires(Permission.run_cancel)],
 ) -> Response:
     row = await _visible_run(state, principal, run_id)
     if row["status"] in TERMINAL and row["status"] != "cancelled":

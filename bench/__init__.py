@@ -1,0 +1,1 @@
+"""pocketrun's benchmarks: ``python -m bench.engine`` and ``python -m bench.api``."""

@@ -1,0 +1,71 @@
+"""The audit log: append-only, newest first when read."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.engine import RowMapping
+
+from core.ids import uuid7
+from db.database import Database
+from db.models import audit_log
+from db.types import utcnow
+
+
+@dataclass(slots=True)
+class AuditRecord:
+    tenant: str
+    principal: str
+    role: str
+    action: str
+    target: str | None
+    status: int
+    request_id: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+class AuditRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def record(self, entry: AuditRecord) -> uuid.UUID:
+        now = utcnow()
+        entry_id = uuid7(int(now.timestamp() * 1000))
+        async with self.db.write() as conn:
+            await conn.execute(
+                insert(audit_log).values(
+                    id=entry_id,
+                    at=now,
+                    tenant=entry.tenant,
+                    principal=entry.principal[:200],
+                    role=entry.role,
+                    action=entry.action,
+                    target=entry.target[:200] if entry.target else None,
+                    status=entry.status,
+                    request_id=entry.request_id,
+                    detail=entry.detail,
+                )
+            )
+        return entry_id
+
+    async def list(
+        self,
+        tenant: str | None,
+        *,
+        action: str | None = None,
+        limit: int = 50,
+        before_id: uuid.UUID | None = None,
+    ) -> list[RowMapping]:
+        query = select(audit_log)
+        if tenant is not None:
+            query = query.where(audit_log.c.tenant == tenant)
+        if action is not None:
+            query = query.where(audit_log.c.action == action)
+        if before_id is not None:
+            query = query.where(audit_log.c.id < before_id)
+        query = query.order_by(audit_log.c.id.desc()).limit(limit)
+        async with self.db.read() as conn:
+            return list((await conn.execute(query)).mappings().all())

@@ -1,0 +1,156 @@
+"""Every route against every kind of caller, from a table.
+
+The table is checked against ``create_app().routes``: a route added later that is not in
+the table, or that declares no permission, fails here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from fastapi.routing import APIRoute
+
+from api.app import create_app
+from api.authz import ROLE_PERMISSIONS, Permission, app_routes, route_permission
+from core.principal import Role
+from core.settings import Settings
+from tests.security_support import api_key, bearer
+from tests.support import TEST_AUTH, Server
+
+OK = "ok"  # 2xx, or 409: allowed, and the domain answered
+DENIED = 403
+UNAUTH = 401
+CALLERS = ["consumer", "operator", "engineer", "admin", "none", "revoked", "expired", "garbage"]
+
+# (method, path) -> (permission it must declare, {role: expected}); roles not named: OK.
+TABLE: dict[tuple[str, str], tuple[Permission, dict[str, Any]]] = {
+    ("GET", "/v1/flows"): (Permission.flow_read, {}),
+    ("GET", "/v1/flows/{flow}"): (Permission.flow_read, {}),
+    ("POST", "/v1/flows/{flow}/runs"): (
+        Permission.run_start,
+        {"operator": DENIED, "engineer": DENIED},
+    ),
+    ("GET", "/v1/runs"): (Permission.run_read, {}),
+    ("GET", "/v1/runs/{run_id}"): (Permission.run_read, {}),
+    ("GET", "/v1/runs/{run_id}/steps"): (Permission.run_read, {}),
+    ("POST", "/v1/runs/{run_id}/cancel"): (Permission.run_cancel, {}),
+    ("POST", "/v1/keys"): (
+        Permission.key_create,
+        {"consumer": DENIED, "operator": DENIED, "engineer": DENIED},
+    ),
+    ("GET", "/v1/keys"): (
+        Permission.key_read,
+        {"consumer": DENIED, "operator": DENIED, "engineer": DENIED},
+    ),
+    ("DELETE", "/v1/keys/{key_id}"): (
+        Permission.key_revoke,
+        {"consumer": DENIED, "operator": DENIED, "engineer": DENIED},
+    ),
+    ("GET", "/v1/audit"): (
+        Permission.audit_read,
+        {"consumer": DENIED, "operator": DENIED, "engineer": DENIED},
+    ),
+}
+OPEN = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
+}
+
+
+def _app_routes() -> dict[tuple[str, str], Any]:
+    app = create_app(Settings(database_url="sqlite+aiosqlite:///:memory:"))
+    found = {}
+    for path, methods, route in app_routes(app):
+        for method in sorted(methods):
+            if method != "HEAD":
+                found[(method, path)] = route
+    return found
+
+
+def test_the_table_covers_every_route_and_each_declares_its_permission() -> None:
+    routes = _app_routes()
+    secured = {k for k in routes if k[1].startswith("/v1")}
+    assert secured == set(TABLE), (
+        f"routes missing from the table: {sorted(secured - set(TABLE))}; "
+        f"stale table rows: {sorted(set(TABLE) - secured)}"
+    )
+    assert set(routes) - secured == OPEN, "a route outside /v1 must be deliberately open"
+    for key, (permission, expected) in TABLE.items():
+        route = routes[key]
+        assert isinstance(route, APIRoute)
+        assert route_permission(route) is permission, key
+        for role in Role:  # the table agrees with the one place that decides
+            allowed = permission in ROLE_PERMISSIONS[role]
+            assert (expected.get(role.value, OK) == OK) == allowed, (key, role)
+
+
+def _request(client: httpx.Client, key: tuple[str, str], ids: dict[str, str]) -> httpx.Response:
+    method, path = key
+    url = path.format(flow="hello", run_id=ids["run"], key_id=ids["spare_key"])
+    body = None
+    if key == ("POST", "/v1/flows/{flow}/runs"):
+        body = {"input": {"name": "table"}}
+    elif key == ("POST", "/v1/keys"):
+        body = {"name": "made-by-table", "role": "consumer"}
+    return client.request(method, url, json=body)
+
+
+def test_every_route_against_every_caller(server: Server) -> None:
+    headers: dict[str, dict[str, str]] = {"admin": TEST_AUTH, "none": {}}
+    for role in ("consumer", "operator", "engineer"):
+        headers[role] = bearer(api_key(server, role)[1])
+    revoked_id, revoked = api_key(server, "admin")
+    assert httpx.delete(f"{server.url}/v1/keys/{revoked_id}", headers=TEST_AUTH).status_code == 200
+    headers["revoked"] = bearer(revoked)
+    past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    headers["expired"] = bearer(api_key(server, "admin", expires_at=past)[1])
+    headers["garbage"] = bearer("prk_" + "x" * 43)
+
+    # The run belongs to the consumer, so every role of the tenant may see it.
+    with httpx.Client(base_url=server.url, headers=headers["consumer"], timeout=30) as client:
+        created = client.post("/v1/flows/hello/runs?wait=10", json={"input": {"name": "t"}})
+        assert created.status_code in (201, 202), created.text
+    ids = {"run": created.json()["id"], "spare_key": api_key(server, "consumer")[0]}
+
+    failures = []
+    for key, (_, expected_by_role) in TABLE.items():
+        for caller in CALLERS:
+            if caller in ("none", "revoked", "expired", "garbage"):
+                expected = UNAUTH
+            else:
+                expected = expected_by_role.get(caller, OK)
+            with httpx.Client(base_url=server.url, headers=headers[caller], timeout=30) as client:
+                response = _request(client, key, ids)
+            status = response.status_code
+            good = (200 <= status < 300 or status == 409) if expected == OK else status == expected
+            if not good:
+                failures.append(f"{key} as {caller}: {status} (expected {expected})")
+            if status >= 400:
+                assert response.headers["content-type"] == "application/problem+json"
+            if status == UNAUTH:
+                assert response.headers["www-authenticate"].startswith("Bearer")
+    assert not failures, "\n".join(failures)
+
+    with httpx.Client(base_url=server.url, timeout=30) as anonymous:
+        for method, path in OPEN:
+            if path == "/docs/oauth2-redirect":
+                continue
+            assert anonymous.request(method, path).status_code == 200, path
+        for header in (
+            "Basic YWRtaW46YWRtaW4=",
+            "Bearer",
+            "prk_x",
+            "",
+            "Bearer a.b.c",
+            "Bearer prk_",
+        ):
+            response = anonymous.get("/v1/flows", headers={"Authorization": header})
+            assert response.status_code == 401, header
+            assert response.json()["status"] == 401

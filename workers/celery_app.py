@@ -1,0 +1,352 @@
+"""The Celery side: the app, the "advance run R" task and each worker process's runtime.
+
+``pocketrun worker`` starts a prefork Celery worker. Each child process builds, after the
+fork (``worker_process_init``), its own event loop, database engine, Redis clients and
+``RunEngine`` whose step ``worker`` field is the worker's NAME; nothing is inherited. A task
+advances its run for one time slice (``TIME_SLICE``) and requeues it when it paused.
+
+Each child also runs a heartbeat thread (its own loop and connections) that:
+* records the process in the ``workers`` table with what it is running (TTL WORKER_TTL);
+* renews the run leases and concurrency slots this process holds, so only a dead process
+  lets them expire;
+* when it holds the ``sweeper`` lock (one live process at a time), sends a message for
+  every unfinished run that no live lease holds (``Distributed.take_orphans``), and for all
+  unleased ones when the broker restarted (its run_id changed) and lost its queues.
+
+Celery's soft time limit (TASK_SOFT_TIME_LIMIT) is re-raised as ``StepTimeLimit``, a
+``BaseException``: PocketFlow's retry loop (``except Exception``) cannot swallow it, and the
+run ends ``timed_out`` with the step that was running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import structlog
+from celery import Celery, signals
+
+from core.logging import configure_logging
+from core.settings import Settings, get_settings
+from db.checkpoints import CLAIMABLE, Checkpoints, StepRecord
+from db.database import Database
+from db.distributed import Distributed
+from db.types import utcnow
+from flows.registry import load_flows
+from workers.dispatch import PRIORITY_SEP, PRIORITY_STEPS, TASK_NAME, Dispatcher, redis_client
+from workers.distributed import Advancer
+from workers.engine import RunEngine, default_worker_name
+from workers.redis_store import RedisStore
+
+log = structlog.get_logger("pocketrun.celery")
+
+QUEUES_ENV = "POCKETRUN_WORKER_QUEUES"
+
+
+class StepTimeLimit(BaseException):
+    """Celery's soft time limit, out of reach of ``except Exception`` handlers."""
+
+
+def _soft_limit(signum: int, frame: Any) -> None:
+    raise StepTimeLimit()
+
+
+def broker_url(settings: Settings) -> str:
+    url = settings.broker_url or settings.redis_url
+    if not url:
+        raise RuntimeError("EXECUTOR=celery needs POCKETRUN_REDIS_URL (or POCKETRUN_BROKER_URL)")
+    return url
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("pocketrun", broker=broker_url(settings), set_as_current=False)
+    app.conf.update(
+        broker_transport_options={
+            "priority_steps": PRIORITY_STEPS,
+            "sep": PRIORITY_SEP,
+            "queue_order_strategy": "priority",
+            "visibility_timeout": settings.visibility_timeout,
+        },
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        broker_pool_limit=4,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        task_default_queue="default",
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        result_backend=None,
+        worker_prefetch_multiplier=1,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        worker_enable_remote_control=False,
+        worker_send_task_events=False,
+        worker_redirect_stdouts=False,
+        worker_hijack_root_logger=False,
+    )
+    soft = settings.task_soft_time_limit
+
+    @app.task(
+        name=TASK_NAME,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+        soft_time_limit=soft,
+        time_limit=soft + settings.task_time_limit_grace,
+    )
+    def advance(run_id: str) -> str:
+        return process().task(run_id)
+
+    return app
+
+
+class WorkerProcess:
+    """Everything one worker process owns; built after the fork."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.name = settings.worker_name or default_worker_name()
+        self.queues = [q for q in os.environ.get(QUEUES_ENV, "default").split(",") if q]
+        self.pid = os.getpid()
+        self.worker_id = f"{self.name}/{self.pid}"
+        self.started_at = utcnow()
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.db = Database(settings.database_url, pool_size=2)
+        self.registry = load_flows(settings.flow_modules)
+        self.redis = redis_client(settings.redis_url) if settings.redis_url else None
+        broker = broker_url(settings)
+        self.broker = self.redis if broker == settings.redis_url else redis_client(broker)
+        self.store = (
+            RedisStore(self.redis, settings)
+            if self.redis is not None and settings.redis_store
+            else None
+        )
+        self.engine = RunEngine(
+            self.db,
+            self.registry,
+            settings,
+            worker_name=self.name,
+            threads=ThreadPoolExecutor(4, thread_name_prefix="pocketrun-step"),
+            on_commit=self.store.notify if self.store is not None else None,
+            store_sync=self.store,
+        )
+        self.dist = Distributed(self.db)
+        self.advancer = Advancer(
+            self.engine, self.dist, Dispatcher(self.broker), self.registry, settings
+        )
+        self.heartbeat = Heartbeat(self)
+        self.heartbeat.start()
+
+    def task(self, run_id: str) -> str:
+        signal.signal(signal.SIGUSR1, _soft_limit)
+        rid = uuid.UUID(run_id)
+        started = utcnow()
+        structlog.contextvars.clear_contextvars()
+        main = self.loop.create_task(self.advancer.advance(rid, self.settings.time_slice))
+        try:
+            return self.loop.run_until_complete(main)
+        except StepTimeLimit:
+            log.warning("task time limit: ending the run timed_out", run_id=run_id)
+            if not main.done():
+                main.cancel()
+                with contextlib.suppress(BaseException):
+                    self.loop.run_until_complete(main)
+            self._recycle()
+            self.loop.run_until_complete(self._time_limited(rid, started))
+            return "timed_out"
+
+    def _recycle(self) -> None:
+        """After a time limit interrupted anything: fresh connections and step threads."""
+        old_db, old_threads = self.db, self.engine.threads
+        self.db = Database(self.settings.database_url, pool_size=2)
+        self.engine.db = self.db
+        self.engine.checkpoints = Checkpoints(self.db)
+        self.engine.threads = ThreadPoolExecutor(4, thread_name_prefix="pocketrun-step")
+        self.dist = self.advancer.dist = Distributed(self.db)
+        old_threads.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(BaseException):
+            self.loop.run_until_complete(asyncio.wait_for(old_db.close(), 5))
+
+    async def _time_limited(self, run_id: uuid.UUID, started) -> None:
+        head = await self.dist.head(run_id)
+        if head is None or head.status not in CLAIMABLE or head.lease_owner != self.engine.owner:
+            return
+        soft = self.settings.task_soft_time_limit
+        node = head.current_node
+        error = {
+            "type": "timed_out",
+            "message": f"node '{node}' was still running when the task reached its {soft:g}s "
+            "time limit (POCKETRUN_TASK_SOFT_TIME_LIMIT)",
+            "node": node,
+        }
+        now = utcnow()
+        step = None
+        if node is not None:
+            step = StepRecord(
+                head.seq + 1, node, "timed_out", 1, None, started, now, self.name, error, None
+            )
+        values = {
+            "status": "timed_out",
+            "finished_at": now,
+            "error": error,
+            "current_node": None,
+            "lease_owner": None,
+            "lease_expires_at": None,
+        }
+        try:
+            await self.engine.checkpoints.commit(
+                run_id, self.engine.owner, head.seq, self.settings.lease_ttl, step, values
+            )
+        except Exception:
+            log.exception("could not end the run after the time limit", run_id=str(run_id))
+            return
+        if self.store is not None:
+            await self.store.ended(run_id)
+            self.store.notify(run_id)
+            await asyncio.sleep(0)
+
+    def close(self) -> None:
+        self.heartbeat.stop()
+
+
+class Heartbeat(threading.Thread):
+    """Liveness, lease renewal and the sweeper, on a thread of its own."""
+
+    def __init__(self, proc: WorkerProcess) -> None:
+        super().__init__(name="pocketrun-heartbeat", daemon=True)
+        self.proc = proc
+        self._stop_event = threading.Event()
+        self._broker_run_id: str | None = None
+
+    def stop(self, timeout: float = 5) -> None:
+        self._stop_event.set()
+        self.join(timeout)
+
+    def run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        proc, settings = self.proc, self.proc.settings
+        db = Database(settings.database_url, pool_size=1)
+        dist, checkpoints = Distributed(db), Checkpoints(db)
+        broker = redis_client(broker_url(settings))
+        dispatcher = Dispatcher(broker)
+        hostname = socket.gethostname()
+        lock_ttl = max(3 * settings.sweep_interval, 3 * settings.worker_heartbeat, 5.0)
+        next_sweep = next_prune = 0.0
+        interval = min(settings.worker_heartbeat, settings.sweep_interval)
+        try:
+            while not self._stop_event.is_set():
+                try:
+                    await dist.heartbeat(
+                        proc.worker_id,
+                        name=proc.name,
+                        hostname=hostname,
+                        pid=proc.pid,
+                        queues=proc.queues,
+                        running=[str(r) for r in list(proc.advancer.current)],
+                        started_at=proc.started_at,
+                        ttl=settings.worker_ttl,
+                    )
+                    current = list(proc.advancer.current)
+                    await checkpoints.renew(proc.engine.owner, settings.lease_ttl, current)
+                    await dist.renew_slots(proc.engine.owner, settings.lease_ttl)
+                except Exception as exc:
+                    log.warning("heartbeat failed", error=repr(exc))
+                restarted = await self._broker_restarted(broker)
+                now = time.monotonic()
+                if now >= next_sweep or restarted:
+                    next_sweep = now + settings.sweep_interval
+                    try:
+                        if await dist.try_lock("sweeper", proc.worker_id, lock_ttl):
+                            await self._sweep(dist, dispatcher, everything=restarted)
+                    except Exception as exc:
+                        log.warning("sweep failed", error=repr(exc))
+                if now >= next_prune:
+                    next_prune = now + 600
+                    with contextlib.suppress(Exception):
+                        await dist.prune_workers()
+                await asyncio.to_thread(self._stop_event.wait, interval)
+        finally:
+            with contextlib.suppress(Exception):
+                await dist.forget_worker(proc.worker_id)
+                await dist.unlock("sweeper", proc.worker_id)
+            with contextlib.suppress(Exception):
+                await broker.aclose()
+            await db.close()
+
+    async def _broker_restarted(self, broker) -> bool:
+        try:
+            info = await broker.info("server")
+        except Exception:
+            return False
+        run_id = info.get("run_id")
+        previous, self._broker_run_id = self._broker_run_id, run_id
+        if previous is not None and run_id != previous:
+            log.warning("the broker restarted; resending every unleased run")
+            return True
+        return False
+
+    async def _sweep(self, dist: Distributed, dispatcher: Dispatcher, *, everything: bool) -> None:
+        found = await dist.take_orphans(
+            self.proc.settings.redispatch_after, everything=everything, limit=5000
+        )
+        if found:
+            await dispatcher.publish_many((d.id, d.queue, d.priority) for d in found)
+            log.info("sweeper resent runs", count=len(found), everything=everything)
+
+
+_PROCESS: WorkerProcess | None = None
+
+
+def process() -> WorkerProcess:
+    """This process's runtime (built on first use when the pool does not fork)."""
+    global _PROCESS
+    if _PROCESS is None or _PROCESS.pid != os.getpid():
+        settings = get_settings()
+        configure_logging(settings.log_level, json=settings.log_json)
+        _PROCESS = WorkerProcess(settings)
+    return _PROCESS
+
+
+@signals.worker_process_init.connect
+def _init_process(**_: Any) -> None:
+    process()
+
+
+@signals.worker_process_shutdown.connect
+def _shutdown_process(**_: Any) -> None:
+    if _PROCESS is not None and _PROCESS.pid == os.getpid():
+        _PROCESS.close()
+
+
+app = make_celery(get_settings())
+
+
+def run_worker(concurrency: int, queues: list[str], name: str, loglevel: str = "INFO") -> None:
+    """Start the Celery worker (prefork pool) in this process; returns when it stops."""
+    nodename = name if "@" in name else f"{name}@%h"
+    app.worker_main(
+        [
+            "worker",
+            "--pool=prefork",
+            f"--concurrency={concurrency}",
+            f"--queues={','.join(queues)}",
+            f"--hostname={nodename}",
+            f"--loglevel={loglevel}",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--optimization=fair",
+        ]
+    )

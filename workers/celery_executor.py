@@ -1,0 +1,161 @@
+"""The API's side of EXECUTOR=celery: hand runs to the workers, run inline ones here.
+
+This module never imports Celery (DESIGN.md section 1): messages go onto the Redis broker
+through ``workers.dispatch``. An inline run advances in this process for its budget and,
+if it outgrows it, continues on the workers from its next checkpoint. Long polls learn of
+changes made by workers through Redis pub/sub (with the database poll in
+``api.state.wait_for_change`` as the backstop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import Any
+
+import structlog
+
+from core.changes import ChangeFeed
+from core.settings import Settings
+from db.database import Database
+from db.distributed import Distributed
+from flows.registry import Registry
+from workers.dispatch import Dispatcher, redis_client
+from workers.distributed import Advancer
+from workers.engine import RunEngine, default_worker_name
+from workers.redis_store import CHANGES_CHANNEL, RedisStore
+
+log = structlog.get_logger("pocketrun.celery_executor")
+
+
+class CeleryExecutor:
+    name = "celery"
+
+    def __init__(self, settings: Settings, db: Database, registry: Registry) -> None:
+        if not settings.redis_url:
+            raise RuntimeError("EXECUTOR=celery needs POCKETRUN_REDIS_URL")
+        if db.dialect != "postgresql":
+            log.warning("EXECUTOR=celery is meant for PostgreSQL; SQLite works on one machine only")
+        self.settings = settings
+        self.db = db
+        self.registry = registry
+        self.changes = ChangeFeed()
+        self.redis = redis_client(settings.redis_url)
+        broker = settings.broker_url or settings.redis_url
+        self.broker = self.redis if broker == settings.redis_url else redis_client(broker)
+        self.dispatcher = Dispatcher(self.broker)
+        self.store = RedisStore(self.redis, settings) if settings.redis_store else None
+        self.engine = RunEngine(
+            db,
+            registry,
+            settings,
+            worker_name=settings.worker_name or f"api:{default_worker_name()}",
+            changes=self.changes,
+            on_commit=self.store.notify if self.store is not None else None,
+            store_sync=self.store,
+        )
+        self.dist = Distributed(db)
+        self.advancer = Advancer(self.engine, self.dist, self.dispatcher, registry, settings)
+        self._inline: set[asyncio.Task] = set()
+        self._tasks: list[asyncio.Task] = []
+
+    @property
+    def worker(self) -> str:
+        return self.engine.worker
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="pocketrun-changes"),
+            asyncio.create_task(self._renew(), name="pocketrun-renew"),
+        ]
+
+    async def submit(self, run_id: uuid.UUID, *, priority: int = 0, queue: str = "default") -> None:
+        try:
+            await self.dispatcher.publish(run_id, queue, priority)
+        except Exception as exc:  # recorded in the database: the sweeper sends it later
+            log.warning("broker unavailable; the sweeper will dispatch the run", error=repr(exc))
+
+    async def run_inline(self, run_id: uuid.UUID, budget: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._inline.add(task)
+        try:
+            await self.advancer.advance(run_id, budget)
+        finally:
+            self._inline.discard(task)
+
+    async def _renew(self) -> None:
+        """Keep the leases (and slots) of inline runs alive while their steps run."""
+        while True:
+            await asyncio.sleep(self.settings.lease_ttl / 3)
+            try:
+                await self.engine.checkpoints.renew(
+                    self.engine.owner, self.settings.lease_ttl, list(self.advancer.current)
+                )
+                await self.dist.renew_slots(self.engine.owner, self.settings.lease_ttl)
+            except Exception:
+                log.exception("lease renewal failed")
+
+    async def _listen(self) -> None:
+        while True:
+            client = redis_client(self.settings.redis_url, socket_timeout=None)
+            try:
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(CHANGES_CHANNEL)
+                    async for message in pubsub.listen():
+                        if message.get("type") != "message":
+                            continue
+                        with contextlib.suppress(ValueError, AttributeError):
+                            self.changes.publish(uuid.UUID(message["data"].decode()))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("change feed disconnected", error=repr(exc))
+                await asyncio.sleep(1)
+            finally:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+    async def stop(self) -> None:
+        """Inline runs stop at their next checkpoint and continue on the workers."""
+        self.engine.stopping.set()
+        if self._inline:
+            _, pending = await asyncio.wait(list(self._inline), timeout=self.settings.drain_grace)
+            for task in pending:
+                task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.engine.threads.shutdown(wait=False, cancel_futures=True)
+        await self.changes.close()
+        for client in {id(self.redis): self.redis, id(self.broker): self.broker}.values():
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    async def health(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"executor": self.name, "worker": self.worker}
+        ok = True
+        for label, client in (("redis", self.redis), ("broker", self.broker)):
+            try:
+                await asyncio.wait_for(client.ping(), 2)
+                body[label] = "ok"
+            except Exception as exc:
+                body[label] = f"error: {type(exc).__name__}"
+                ok = False
+        try:
+            names, processes = await self.dist.count_live_workers()
+            body["workers"] = names
+            body["worker_processes"] = processes
+            if names < self.settings.ready_min_workers:
+                ok = False
+        except Exception as exc:
+            body["workers"] = f"error: {type(exc).__name__}"
+            ok = False
+        if body.get("broker") == "ok":
+            with contextlib.suppress(Exception):
+                queues = sorted({spec.queue for spec in self.registry.all()})
+                body["queued"] = await self.dispatcher.depth(queues)
+        body["inline"] = len(self._inline)
+        body["ready"] = ok
+        return body

@@ -1,0 +1,82 @@
+"""One delivery of "advance run R", shared by the Celery workers and the API's inline runs.
+
+Read the run's head (cheap, no write: a duplicate delivery of a finished or live-leased run
+stops here), take a slot of the flow's concurrency limit if it has one (or requeue the run
+a little later), advance it for one time slice, release the slot on every path, and requeue
+the run when it paused. The database decides everything; a lost message or a crash only
+delays the run until the sweeper (``workers.celery_app``) sends it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+
+import structlog
+
+from core.settings import Settings
+from db.distributed import CLAIMABLE, Distributed, RunHead
+from db.types import utcnow
+from flows.registry import Registry
+from workers.dispatch import Dispatcher
+from workers.engine import Outcome, RunEngine
+
+log = structlog.get_logger("pocketrun.distributed")
+
+
+class Advancer:
+    def __init__(
+        self,
+        engine: RunEngine,
+        dist: Distributed,
+        dispatcher: Dispatcher,
+        registry: Registry,
+        settings: Settings,
+    ) -> None:
+        self.engine = engine
+        self.dist = dist
+        self.dispatcher = dispatcher
+        self.registry = registry
+        self.settings = settings
+        self.current: set[uuid.UUID] = set()  # runs this process is advancing now
+
+    async def advance(self, run_id: uuid.UUID, budget: float | None) -> str:
+        head = await self.dist.head(run_id)
+        if head is None or head.status not in CLAIMABLE:
+            return Outcome.skipped.value
+        if head.leased_by_other(self.engine.owner, utcnow()):
+            return Outcome.skipped.value  # a duplicate delivery: someone live carries it on
+        spec = self.registry.find(head.flow, head.flow_version)
+        limit = spec.concurrency if spec is not None else None
+        if limit and not await self.dist.acquire_slot(
+            head.flow, run_id, self.engine.owner, limit, self.settings.lease_ttl
+        ):
+            await self.requeue(head, countdown=self.settings.throttle_delay)
+            return "throttled"
+        self.current.add(run_id)
+        try:
+            outcome = await self.engine.advance(run_id, budget=budget)
+        except Exception:
+            log.exception("advancing the run failed; requeued", run_id=str(run_id))
+            with contextlib.suppress(Exception):
+                await self.engine.checkpoints.release(run_id, self.engine.owner)
+            await self.requeue(head, countdown=1.0)
+            return "error"
+        finally:
+            self.current.discard(run_id)
+            if limit:
+                with contextlib.suppress(Exception):
+                    await self.dist.release_slot(head.flow, run_id, self.engine.owner)
+        if outcome is Outcome.paused:
+            await self.requeue(head)
+        return outcome.value
+
+    async def requeue(self, head: RunHead, *, countdown: float = 0) -> None:
+        """Send the run's next message; if that fails, the sweeper sends it later."""
+        try:
+            await self.dist.mark_dispatched(head.id)
+            await self.dispatcher.publish(head.id, head.queue, head.priority, countdown=countdown)
+        except Exception as exc:
+            log.warning(
+                "requeue failed; the sweeper will resend", run_id=str(head.id), error=repr(exc)
+            )

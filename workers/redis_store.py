@@ -1,0 +1,211 @@
+"""The live shared store in Redis: one hash per run, any worker can carry the run on.
+
+Key ``pocketrun:run:{<run id>}``: field ``k:<shared key>`` holds that key's JSON value and
+field ``#seq`` the step counter the whole hash reflects. A step's delta is applied by one
+Lua script, fenced by ``#seq`` (it applies only on top of the step before it), after the
+step committed in the database. The database stays the durable record (step deltas and
+periodic snapshots): a worker that finds the hash missing, or at another ``#seq`` than the
+database's, rebuilds the store from the database and seeds the hash again. Every Redis
+error is swallowed and opens a short circuit breaker, so losing Redis loses speed, never
+runs. Finished runs' keys expire after ``REDIS_FINISHED_TTL``, idle ones after
+``REDIS_STORE_TTL``. Changes are announced on the ``pocketrun:changes`` channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+
+from core.settings import Settings
+from db.checkpoints import Claimed
+from workers.store import Delta, SharedStore
+
+log = structlog.get_logger("pocketrun.redis_store")
+
+CHANGES_CHANNEL = "pocketrun:changes"
+SEQ = b"#seq"
+PREFIX = b"k:"
+
+# KEYS[1] hash; ARGV: expected seq, new seq, ttl ms, number of sets, then key/value pairs,
+# then deleted keys. 1 applied, 0 missing (Redis lost it), -1 another seq (stale).
+APPLY = """
+local cur = redis.call('HGET', KEYS[1], '#seq')
+if not cur then return 0 end
+if cur ~= ARGV[1] then return -1 end
+local n = tonumber(ARGV[4])
+local i = 5
+for _ = 1, n do
+  redis.call('HSET', KEYS[1], 'k:' .. ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+while i <= #ARGV do
+  redis.call('HDEL', KEYS[1], 'k:' .. ARGV[i])
+  i = i + 1
+end
+redis.call('HSET', KEYS[1], '#seq', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS[1] hash; ARGV: seq, ttl ms, force (1/0), then key/value pairs. Replaces the hash with
+# the whole store at ``seq``; without force only when the hash is missing or older.
+SEED = """
+if ARGV[3] ~= '1' then
+  local cur = redis.call('HGET', KEYS[1], '#seq')
+  if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('DEL', KEYS[1])
+local i = 4
+while i < #ARGV do
+  redis.call('HSET', KEYS[1], 'k:' .. ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+redis.call('HSET', KEYS[1], '#seq', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+def store_key(run_id: uuid.UUID | str) -> str:
+    return f"pocketrun:run:{{{run_id}}}"
+
+
+def _raw(store: SharedStore) -> dict[str, bytes]:
+    return store._bytes  # the committed JSON per key; same package, read-only here
+
+
+def _from_raw(values: dict[str, bytes], max_bytes: int) -> SharedStore:
+    store = SharedStore(None, max_bytes=max_bytes)
+    store._bytes = values
+    store._size = sum(len(v) for v in values.values())
+    return store
+
+
+class RedisStore:
+    """The engine's store hook (``RunEngine(store_sync=...)``) backed by Redis."""
+
+    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self._apply = client.register_script(APPLY)
+        self._seed = client.register_script(SEED)
+        self._down_until = 0.0
+        self.stats = {"hits": 0, "rebuilds": 0, "applied": 0, "reseeded": 0, "errors": 0}
+        self._notify_tasks: set[asyncio.Task] = set()
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self.stats["errors"] += 1
+        if self.available:
+            log.warning("redis unavailable; using the database only", op=what, error=repr(exc))
+        self._down_until = time.monotonic() + 2.0
+
+    def _ttl_ms(self, finished: bool = False) -> int:
+        ttl = self.settings.redis_finished_ttl if finished else self.settings.redis_store_ttl
+        return int(ttl * 1000)
+
+    async def load(
+        self, claimed: Claimed, rebuild: Callable[[Claimed], Awaitable[SharedStore]]
+    ) -> SharedStore:
+        """The run's store at ``claimed.seq``: from Redis when it has exactly that step."""
+        key = store_key(claimed.id)
+        if claimed.seq > 0 and self.available:
+            try:
+                raw = await self.client.hgetall(key)
+            except Exception as exc:
+                self._failed("load", exc)
+                raw = None
+            if raw and raw.get(SEQ) == str(claimed.seq).encode():
+                self.stats["hits"] += 1
+                values = {k[2:].decode(): v for k, v in raw.items() if k.startswith(PREFIX)}
+                return _from_raw(values, self.settings.max_store_bytes)
+        store = await rebuild(claimed)
+        if claimed.seq > 0:
+            self.stats["rebuilds"] += 1
+            await self._write_seed(key, claimed.seq, store, force=True)
+        return store
+
+    async def _write_seed(self, key: str, seq: int, store: SharedStore, *, force: bool) -> None:
+        if not self.available:
+            return
+        args: list[Any] = [seq, self._ttl_ms(), 1 if force else 0]
+        for k, v in _raw(store).items():
+            args += [k, v]
+        try:
+            await self._seed(keys=[key], args=args)
+            self.stats["reseeded"] += 1
+        except Exception as exc:
+            self._failed("seed", exc)
+
+    async def committed(
+        self,
+        run_id: uuid.UUID,
+        old_seq: int,
+        new_seq: int,
+        delta: Delta,
+        store: SharedStore,
+        done: bool,
+    ) -> None:
+        """After the database committed step ``new_seq``: apply its delta (fenced)."""
+        if not self.available:
+            return
+        key = store_key(run_id)
+        args: list[Any] = [old_seq, new_seq, self._ttl_ms(done), len(delta.set)]
+        for k, v in delta.set.items():
+            args += [k, v]
+        args += delta.deleted
+        try:
+            result = await self._apply(keys=[key], args=args)
+        except Exception as exc:
+            self._failed("apply", exc)
+            return
+        if result == 1:
+            self.stats["applied"] += 1
+        elif result == 0 and not done:
+            # Redis lost the run (restart, eviction) or never had it: seed it from this
+            # process's copy, which the database just confirmed.
+            await self._write_seed(key, new_seq, store, force=False)
+
+    async def ended(self, run_id: uuid.UUID) -> None:
+        """The run reached a terminal status: let its keys expire soon."""
+        if not self.available:
+            return
+        try:
+            await self.client.pexpire(store_key(run_id), self._ttl_ms(True))
+        except Exception as exc:
+            self._failed("expire", exc)
+
+    def notify(self, run_id: uuid.UUID) -> None:
+        """Tell API processes (their long polls) that the run changed; fire and forget."""
+        if not self.available:
+            return
+        try:
+            task = asyncio.get_running_loop().create_task(self._notify(run_id))
+        except RuntimeError:
+            return
+        self._notify_tasks.add(task)
+        task.add_done_callback(self._notify_tasks.discard)
+
+    async def _notify(self, run_id: uuid.UUID) -> None:
+        try:
+            await self.client.publish(CHANGES_CHANNEL, str(run_id))
+        except Exception as exc:
+            self._failed("publish", exc)
+
+    async def read(self, run_id: uuid.UUID) -> tuple[int | None, dict[str, Any]]:
+        """(seq, values) as Redis holds them; for tests and operators."""
+        import orjson
+
+        raw = await self.client.hgetall(store_key(run_id))
+        seq = int(raw[SEQ]) if SEQ in raw else None
+        values = {k[2:].decode(): orjson.loads(v) for k, v in raw.items() if k.startswith(PREFIX)}
+        return seq, values
