@@ -8,7 +8,8 @@ Parts, in µs per step of the 10-node flow (sequential, one run at a time):
                   node costs to leave the loop and come back), no node work;
 - runner + store: ``StepRunner.step`` plus the store's working copy, diff and apply and the
                   cursor's JSON: the engine's per-step CPU without any database;
-- build stmts:    building the checkpoint's UPDATE and INSERT expressions (no execution);
+- expr build:     building fresh UPDATE and INSERT expressions per step (no execution), as
+                  ``Checkpoints.commit`` did before its statements were prebuilt;
 - commit:         ``Checkpoints.commit`` alone (fenced UPDATE ... RETURNING + INSERT step);
 - floor:          one committed UPDATE of a JSON row (the floor of ``bench.engine``);
 - claim + mark:   ``Checkpoints.claim`` + ``mark_running`` per run, divided by 10 steps;
@@ -172,13 +173,13 @@ async def bench_database(label: str, url: str, rounds: int) -> dict[str, Any]:
             got = {
                 "thread hop": await thread_hop(threads, 2000),
                 "runner + store (no db)": await runner_only(spec, threads, 200),
-                "build stmts": build_statements(2000),
+                "expr build (pre-fix way)": build_statements(2000),
             }
             commit_us, claim_us = await commits(pr, 300)
             got["commit"] = commit_us
             got["floor"] = await floor_latency(db, 300)
             got["claim + mark / 10"] = claim_us / NODES
-            got["advance (whole)"], _ = await pr.latency(30)
+            got["advance (whole)"] = (await pr.latency(30))["pocketrun_us"]
             for k, v in got.items():
                 parts.setdefault(k, []).append(v)
     finally:

@@ -9,8 +9,9 @@ database, dropped afterwards):
 - pocketrun: ``RunEngine.advance`` on runs of that flow (claim, mark running, one
              checkpoint transaction per step).
 
-Latency rounds alternate floor and pocketrun so drift on a shared machine hits both; the
-medians over rounds are reported. Throughput: 200 runs with 8 ``advance`` loops in flight
+Latency rounds interleave the two (10 floor UPDATEs, then one 10-step run, 30 times) so
+drift on a shared machine hits both alike; reported: the medians over rounds, and the
+median of the per-round ratios. Throughput: 200 runs with 8 ``advance`` loops in flight
 against 8 concurrent writers each updating its own row.
 
     .venv/bin/python -m bench.engine [--only sqlite|postgresql] [--rounds 3]
@@ -167,11 +168,18 @@ class Pocketrun:
         if row is None or row["status"] != "succeeded" or row["output"] != {"count": NODES}:
             raise RuntimeError(f"run {run_id} ended wrong: {dict(row or {})}")
 
-    async def latency(self, runs: int) -> tuple[float, float]:
-        """(per-step µs of advance, µs per create), sequential runs."""
-        advance = create = 0.0
+    async def latency(self, runs: int, floor_db: Database | None = None) -> dict[str, float]:
+        """Sequential runs: µs per step of ``advance`` and µs per ``create``.
+
+        With ``floor_db``, each run is preceded by 10 floor UPDATEs (one per step), timed
+        apart, so floor and pocketrun see the same moment of a noisy machine."""
+        advance = create = floor = 0.0
         last = None
         for _ in range(runs):
+            if floor_db is not None:
+                t = time.perf_counter()
+                await floor_writer(floor_db, 0, NODES)
+                floor += time.perf_counter() - t
             t0 = time.perf_counter()
             last = await self.create()
             t1 = time.perf_counter()
@@ -181,7 +189,12 @@ class Pocketrun:
             advance += t2 - t1
         assert last is not None
         await self.check(last)
-        return advance / (runs * NODES) * 1e6, create / runs * 1e6
+        steps = runs * NODES
+        return {
+            "floor_us": floor / steps * 1e6,
+            "pocketrun_us": advance / steps * 1e6,
+            "create_us": create / runs * 1e6,
+        }
 
     async def throughput(self, runs: int, in_flight: int) -> float:
         """Steps/s of ``runs`` queued runs advanced by ``in_flight`` concurrent loops."""
@@ -217,16 +230,16 @@ async def bench_database(label: str, url: str, args: argparse.Namespace) -> dict
         pr = Pocketrun(db, settings, spec, registry)
         # warm-up: connections, statement caches, thread pool
         await floor_latency(db, 100)
-        await pr.latency(5)
+        await pr.latency(5, floor_db=db)
 
         rounds: list[dict[str, float]] = []
         for r in range(args.rounds):
-            floor = await floor_latency(db, args.runs * NODES)
-            engine, create = await pr.latency(args.runs)
-            rounds.append({"floor_us": floor, "pocketrun_us": engine, "create_us": create})
+            got = await pr.latency(args.runs, floor_db=db)
+            got["ratio"] = got["pocketrun_us"] / got["floor_us"]
+            rounds.append(got)
             print(
-                f"  [{label}] latency round {r + 1}: floor {floor:.0f} µs/step, "
-                f"pocketrun {engine:.0f} µs/step ({engine / floor:.2f}x)",
+                f"  [{label}] latency round {r + 1}: floor {got['floor_us']:.0f} µs/step, "
+                f"pocketrun {got['pocketrun_us']:.0f} µs/step ({got['ratio']:.2f}x)",
                 flush=True,
             )
 
@@ -234,7 +247,13 @@ async def bench_database(label: str, url: str, args: argparse.Namespace) -> dict
         for r in range(args.throughput_rounds):
             floor_sps = await floor_throughput(db, args.in_flight, args.throughput_runs * NODES)
             engine_sps = await pr.throughput(args.throughput_runs, args.in_flight)
-            trounds.append({"floor_steps_s": floor_sps, "pocketrun_steps_s": engine_sps})
+            trounds.append(
+                {
+                    "floor_steps_s": floor_sps,
+                    "pocketrun_steps_s": engine_sps,
+                    "ratio": engine_sps / floor_sps,
+                }
+            )
             print(
                 f"  [{label}] throughput round {r + 1}: floor {floor_sps:.0f} steps/s, "
                 f"pocketrun {engine_sps:.0f} steps/s ({engine_sps / floor_sps:.2f}x)",
@@ -244,19 +263,16 @@ async def bench_database(label: str, url: str, args: argparse.Namespace) -> dict
     finally:
         await db.close()
 
-    floor_us = median([r["floor_us"] for r in rounds])
-    engine_us = median([r["pocketrun_us"] for r in rounds])
-    floor_sps = median([r["floor_steps_s"] for r in trounds])
-    engine_sps = median([r["pocketrun_steps_s"] for r in trounds])
     return {
         "database": label,
-        "floor_us_per_step": floor_us,
-        "pocketrun_us_per_step": engine_us,
+        "floor_us_per_step": median([r["floor_us"] for r in rounds]),
+        "pocketrun_us_per_step": median([r["pocketrun_us"] for r in rounds]),
         "create_us_per_run": median([r["create_us"] for r in rounds]),
-        "latency_ratio_pocketrun_floor": engine_us / floor_us,
-        "floor_steps_per_s": floor_sps,
-        "pocketrun_steps_per_s": engine_sps,
-        "throughput_ratio_pocketrun_floor": engine_sps / floor_sps,
+        # the median of the per-round ratios: each round's pair saw the same machine load
+        "latency_ratio_pocketrun_floor": median([r["ratio"] for r in rounds]),
+        "floor_steps_per_s": median([r["floor_steps_s"] for r in trounds]),
+        "pocketrun_steps_per_s": median([r["pocketrun_steps_s"] for r in trounds]),
+        "throughput_ratio_pocketrun_floor": median([r["ratio"] for r in trounds]),
         "latency_rounds": rounds,
         "throughput_rounds": trounds,
     }
@@ -372,10 +388,10 @@ def report(payload: dict[str, Any]) -> str:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__.split("\n")[0])
     p.add_argument("--only", choices=["sqlite", "postgresql"], default=None)
-    p.add_argument("--rounds", type=int, default=3, help="latency rounds (floor, then pocketrun)")
+    p.add_argument("--rounds", type=int, default=5, help="latency rounds")
     p.add_argument("--runs", type=int, default=30, help="sequential runs per latency round")
     p.add_argument("--throughput-runs", type=int, default=200)
-    p.add_argument("--throughput-rounds", type=int, default=2)
+    p.add_argument("--throughput-rounds", type=int, default=3)
     p.add_argument("--in-flight", type=int, default=8)
     p.add_argument("--raw-runs", type=int, default=5000)
     p.add_argument("--output", default="engine", help="results/<name>.json")

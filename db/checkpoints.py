@@ -131,10 +131,11 @@ _MARK_RUNNING = (
 )
 
 
-@lru_cache(maxsize=64)
-def _commit_update(keys: tuple[str, ...]):
-    """The fenced checkpoint UPDATE setting ``keys``."""
-    return (
+@lru_cache(maxsize=128)
+def _commit_update(keys: tuple[str, ...], *, quiet: bool = False):
+    """The fenced checkpoint UPDATE setting ``keys``; ``quiet``: only if no cancel is
+    pending, and without RETURNING."""
+    stmt = (
         update(runs)
         .where(_BOUND_FENCE)
         .values(
@@ -143,8 +144,22 @@ def _commit_update(keys: tuple[str, ...]):
                 "version": runs.c.version + 1,
             }
         )
-        .returning(runs.c.cancel_requested)
     )
+    if quiet:
+        return stmt.where(runs.c.cancel_requested.is_(False))
+    return stmt.returning(runs.c.cancel_requested)
+
+
+@lru_cache(maxsize=64)
+def _commit_with_step(keys: tuple[str, ...]):
+    """PostgreSQL: the fenced UPDATE and the step's INSERT as one statement (data-modifying
+    CTEs); no row back means the fence failed and nothing was written."""
+    checkpoint = _commit_update(keys).cte("checkpoint")
+    columns = [column.name for column in steps.c]
+    step = insert(steps).from_select(
+        columns, select(*(_bind(f"s_{c}", steps.c[c]) for c in columns)).select_from(checkpoint)
+    )
+    return select(checkpoint.c.cancel_requested).add_cte(step.cte("step"))
 
 
 class Checkpoints:
@@ -207,13 +222,25 @@ class Checkpoints:
         params = {f"v_{key}": value for key, value in values.items()}
         params.update(f_id=run_id, f_seq=seq, f_owner=owner)
         async with self.db.write() as conn:
-            result = await conn.execute(_commit_update(tuple(values)), params)
-            row = result.first()
-            if row is None:
-                raise LeaseLost(str(run_id))
+            if step is not None and self.db.dialect == "postgresql":
+                # One statement, one round trip: the step is inserted only if the fence held.
+                params.update({f"s_{key}": value for key, value in step.values(run_id).items()})
+                row = (await conn.execute(_commit_with_step(tuple(values)), params)).first()
+                if row is None:
+                    raise LeaseLost(str(run_id))
+                return bool(row.cancel_requested)
+            # SQLite: no RETURNING in the common case (a row back costs a driver round trip);
+            # no row updated means the fence failed or a cancel is pending: ask which.
+            result = await conn.execute(_commit_update(tuple(values), quiet=True), params)
+            cancel = False
+            if result.rowcount != 1:
+                row = (await conn.execute(_commit_update(tuple(values)), params)).first()
+                if row is None:
+                    raise LeaseLost(str(run_id))
+                cancel = bool(row.cancel_requested)
             if step is not None:
                 await conn.execute(_INSERT_STEP, step.values(run_id))
-        return bool(row.cancel_requested)
+        return cancel
 
     async def release(self, run_id: uuid.UUID, owner: str) -> None:
         async with self.db.write() as conn:

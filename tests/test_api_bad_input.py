@@ -26,7 +26,7 @@ class Case:
     name: str
     method: str
     path: str
-    status: int
+    status: int | tuple[int, ...]  # the one answer, or those acceptable
     json: Any = None
     content: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -35,7 +35,9 @@ class Case:
     chunked: bool = False
 
 
-def post_run(name: str, body: Any, status: int = 422, *paths: str, flow: str = "hello") -> Case:
+def post_run(
+    name: str, body: Any, status: int | tuple[int, ...] = 422, *paths: str, flow: str = "hello"
+) -> Case:
     """A run creation with a JSON body (``body`` bytes are sent as they are)."""
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     return Case(
@@ -97,15 +99,16 @@ CASES: list[Case] = [
     # values no database can keep
     post_run("NUL in input", b'{"input": {"name": "a\\u0000b"}}', 422, "body.input.name"),
     post_run("NUL in metadata key", b'{"metadata": {"a\\u0000": 1}}', 422, "body.metadata.a\x00"),
-    post_run("lone surrogate", b'{"metadata": {"k": ["\\ud800"]}}', 422, "body.metadata.k.0"),
-    post_run("NaN", b'{"metadata": {"k": NaN}}', 422, "body.metadata.k"),
-    post_run("Infinity", b'{"metadata": {"k": -Infinity}}', 422, "body.metadata.k"),
-    post_run("huge float", b'{"metadata": {"k": 1e999}}', 422, "body.metadata.k"),
+    # (strict JSON is checked before the body is parsed: these may name only "body")
+    post_run("lone surrogate", b'{"metadata": {"k": ["\\ud800"]}}', 422),
+    post_run("NaN", b'{"metadata": {"k": NaN}}', 422),
+    post_run("Infinity", b'{"metadata": {"k": -Infinity}}', 422),
+    post_run("huge float", b'{"metadata": {"k": 1e999}}', 422),
     post_run(
         "int past 64 bits", b'{"metadata": {"k": 36893488147419103232}}', 422, "body.metadata.k"
     ),
     post_run("too deep", {"metadata": {"k": json.loads("[" * 150 + "]" * 150)}}, 422),
-    post_run("deeper than the parser", b"[" * 1500 + b"]" * 1500, 400),
+    post_run("deeper than the parser", b"[" * 1500 + b"]" * 1500, (400, 422)),
     post_run("invalid utf-8", b'{"input": {"name": "\xff\xfe"}}', 400),
     Case(
         "not json content type",
@@ -280,7 +283,8 @@ def check(case: Case, response: httpx.Response) -> list[str]:
     found = f"{case.name}: {response.status_code} {response.text[:300]!r}"
     if response.status_code >= 500:
         return [f"5xx! {found}"]
-    if response.status_code != case.status:
+    allowed = case.status if isinstance(case.status, tuple) else (case.status,)
+    if response.status_code not in allowed:
         return [f"expected {case.status}; {found}"]
     if not response.headers.get("content-type", "").startswith(PROBLEM):
         return [f"not problem+json ({response.headers.get('content-type')}); {found}"]
@@ -291,7 +295,7 @@ def check(case: Case, response: httpx.Response) -> list[str]:
             problems.append(f"'{key}' missing or not {kind.__name__}; {found}")
     if body.get("status") != response.status_code:
         problems.append(f"body status differs; {found}")
-    if case.status == 422:
+    if response.status_code == 422:
         errors = body.get("errors")
         if not isinstance(errors, list) or not errors:
             return [*problems, f"no errors[]; {found}"]
@@ -304,7 +308,7 @@ def check(case: Case, response: httpx.Response) -> list[str]:
         missing = [p for p in case.paths if p not in named]
         if missing:
             problems.append(f"errors[] does not name {missing}; {found}")
-    if case.status == 405 and "allow" not in response.headers:
+    if response.status_code == 405 and "allow" not in response.headers:
         problems.append(f"405 without Allow; {found}")
     return problems
 

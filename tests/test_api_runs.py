@@ -176,6 +176,11 @@ def test_etag_and_if_none_match(server: Server) -> None:
         assert stale.status_code == 200
         assert stale.json()["id"] == run_id
 
+        # RFC 9110: a list of tags, weak tags and * match too.
+        for header in (f'"stale-1", {tag}', f"W/{tag}", "*"):
+            matched = client.get(f"/v1/runs/{run_id}", headers={"If-None-Match": header})
+            assert matched.status_code == 304, header
+
 
 def test_long_poll_returns_early_on_change_and_304_when_nothing_changes(server: Server) -> None:
     with server.client() as client:

@@ -59,6 +59,39 @@ def _soft_limit(signum: int, frame: Any) -> None:
     raise StepTimeLimit()
 
 
+def _free_prefetch_slot_on_failed_ack() -> None:
+    """Keep consuming after the broker restarts while a task is in flight.
+
+    kombu's Redis QoS removes a message from its ``unacked`` index in Redis *before* it
+    forgets the delivery locally; when Redis is down at that moment the ack raises, the
+    delivery stays counted against the prefetch window forever, and with prefetch 1 the
+    worker never asks for another message. Forget it locally whatever Redis says: a message
+    left in the (restarted or recovered) ``unacked`` index is at worst redelivered after
+    the visibility timeout, and a duplicate delivery does nothing here."""
+    from kombu.transport import redis as kombu_redis
+    from kombu.transport.virtual.base import QoS as VirtualQoS
+
+    if getattr(kombu_redis.QoS, "_pocketrun_patched", False):
+        return
+
+    def guarded(method):
+        def call(self, delivery_tag, *args, **kwargs):
+            try:
+                return method(self, delivery_tag, *args, **kwargs)
+            except Exception:
+                VirtualQoS.ack(self, delivery_tag)
+                raise
+
+        return call
+
+    kombu_redis.QoS.ack = guarded(kombu_redis.QoS.ack)
+    kombu_redis.QoS.reject = guarded(kombu_redis.QoS.reject)
+    kombu_redis.QoS._pocketrun_patched = True
+
+
+_free_prefetch_slot_on_failed_ack()
+
+
 def broker_url(settings: Settings) -> str:
     url = settings.broker_url or settings.redis_url
     if not url:
@@ -157,25 +190,28 @@ class WorkerProcess:
             return self.loop.run_until_complete(main)
         except StepTimeLimit:
             log.warning("task time limit: ending the run timed_out", run_id=run_id)
+            # Fresh connections and step threads: the signal may have interrupted anything.
+            # The run is ended before the interrupted task is cancelled, since cancelling it
+            # hands the run back (the engine releases its lease on cancellation).
+            old_db, old_threads = self._recycle()
+            self.loop.run_until_complete(self._time_limited(rid, started))
             if not main.done():
                 main.cancel()
                 with contextlib.suppress(BaseException):
                     self.loop.run_until_complete(main)
-            self._recycle()
-            self.loop.run_until_complete(self._time_limited(rid, started))
+            old_threads.shutdown(wait=False, cancel_futures=True)
+            with contextlib.suppress(BaseException):
+                self.loop.run_until_complete(asyncio.wait_for(old_db.close(), 5))
             return "timed_out"
 
-    def _recycle(self) -> None:
-        """After a time limit interrupted anything: fresh connections and step threads."""
+    def _recycle(self) -> tuple[Database, ThreadPoolExecutor]:
         old_db, old_threads = self.db, self.engine.threads
         self.db = Database(self.settings.database_url, pool_size=2)
         self.engine.db = self.db
         self.engine.checkpoints = Checkpoints(self.db)
         self.engine.threads = ThreadPoolExecutor(4, thread_name_prefix="pocketrun-step")
         self.dist = self.advancer.dist = Distributed(self.db)
-        old_threads.shutdown(wait=False, cancel_futures=True)
-        with contextlib.suppress(BaseException):
-            self.loop.run_until_complete(asyncio.wait_for(old_db.close(), 5))
+        return old_db, old_threads
 
     async def _time_limited(self, run_id: uuid.UUID, started) -> None:
         head = await self.dist.head(run_id)

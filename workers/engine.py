@@ -96,6 +96,11 @@ class RunEngine:
         except LeaseLost:
             log.warning("lease lost; another holder carries the run on")
             return Outcome.lost
+        except asyncio.CancelledError:
+            # stopped mid-step (e.g. the drain grace ran out): hand the run back now, so
+            # another process redoes the lost step at once instead of after the lease expires
+            await _finish_shielded(self.checkpoints.release(run_id, self.owner))
+            raise
         finally:
             structlog.contextvars.unbind_contextvars("run_id", "flow", "step")
 
@@ -307,6 +312,19 @@ class RunEngine:
 
 def _cancelled(node: str | None = None) -> dict[str, Any]:
     return {"type": "cancelled", "message": "cancelled on request", "node": node}
+
+
+async def _finish_shielded(coro: Any) -> None:
+    """Await ``coro`` to the end even if the calling task is cancelled again meanwhile."""
+    task = asyncio.ensure_future(coro)
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            continue
+        except Exception:
+            log.exception("releasing the lease of a cancelled run failed")
+            return
 
 
 def _deadline_error(claimed: Claimed, node: str | None) -> dict[str, Any]:

@@ -132,16 +132,25 @@ async def get_run(
     row = await _visible_run(state, principal, run_id)
     wait = min(wait, state.settings.wait_cap)
     if wait > 0:
-        if if_none_match == etag(row):
+        if _matches(if_none_match, etag(row)):
             await state.wait_for_change(row["id"], wait, since_version=row["version"])
             row = await state.runs.get(row["id"]) or row
         elif row["status"] not in TERMINAL and if_none_match is None:
             await state.wait_for_change(row["id"], wait)
             row = await state.runs.get(row["id"]) or row
     tag = etag(row)
-    if if_none_match == tag:
+    if _matches(if_none_match, tag):
         return Response(status_code=304, headers={"ETag": tag})
     return _json(run_json(row), headers={"ETag": tag})
+
+
+def _matches(if_none_match: str | None, tag: str) -> bool:
+    """If-None-Match as RFC 9110 compares it: ``*``, or a list of tags, weak (W/) or not."""
+    if if_none_match is None:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    return any(t.strip().removeprefix("W/") == tag for t in if_none_match.split(","))
 
 
 def _parse_cursor(cursor: str | None) -> uuid.UUID | None:
