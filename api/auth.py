@@ -177,12 +177,29 @@ class JWTVerifier:
         if self.audience:
             required.append("aud")
         self._options = {"require": required}
+        # Verified tokens, kept for at most AUTH_CACHE_TTL seconds and never past their exp.
+        self.cache_ttl = settings.auth_cache_ttl
+        self._verified: dict[str, tuple[float, float, Principal]] = {}
 
     @property
     def enabled(self) -> bool:
         return bool(self.secret or self.jwks_url)
 
     async def verify(self, token: str) -> Principal:
+        hit = self._verified.get(token)
+        if hit is not None:
+            until, exp, principal = hit
+            if time.monotonic() < until and time.time() < exp:
+                return principal
+            self._verified.pop(token, None)
+        principal, exp = await self._verify(token)
+        if self.cache_ttl > 0:
+            if len(self._verified) >= CACHE_MAX_ENTRIES:
+                self._verified.clear()
+            self._verified[token] = (time.monotonic() + self.cache_ttl, exp, principal)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -211,7 +228,7 @@ class JWTVerifier:
             raise unauthorized("the token has expired") from None
         except jwt.PyJWTError:
             raise unauthorized("the token is not valid") from None
-        return self._principal(claims)
+        return self._principal(claims), float(claims["exp"]) + self.leeway
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
         sub = claims.get("sub")

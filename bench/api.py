@@ -8,6 +8,7 @@ process (``wrk`` when installed, else ``bench.loadgen``), one phase at a time:
 - bare GET   /bare                       vs  polls       GET  /v1/runs/{id} (a finished run)
 - bare POST  /bare (same JSON body)      vs  submissions POST /v1/flows/hello/runs
                                                           {"input": ..., "mode": "background"}
+- diagnostic: pocketrun's GET /healthz (its app and middleware, no database, no auth)
 
 When the server authenticates (``api/auth.py``/``api/security.py`` know an admin key), a
 generated ``POCKETRUN_ADMIN_KEY`` is passed to it and sent as ``Authorization: Bearer``;
@@ -229,6 +230,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError(f"the seed run {run_id} did not succeed")
             phases = {
                 "bare_get": (bare.url + "/bare", "GET", None, []),
+                # diagnostic: pocketrun's app and middleware with no database and no auth
+                "healthz": (server.url + "/healthz", "GET", None, []),
                 "poll": (f"{server.url}/v1/runs/{run_id}", "GET", None, headers),
                 "bare_post": (bare.url + "/bare", "POST", BODY, []),
                 "submit": (server.url + "/v1/flows/hello/runs", "POST", BODY, headers),
@@ -256,7 +259,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     def med(name: str) -> float:
         return median([g[name]["requests_per_s"] for g in rounds])
 
-    bare_get, poll, bare_post, submit = (med(n) for n in phases)
+    bare_get, health, poll, bare_post, submit = (med(n) for n in phases)
     errors = sum(g[n]["non_2xx_3xx"] for g in rounds for n in phases)
     return {
         "benchmark": "api",
@@ -270,6 +273,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         },
         "results": {
             "bare_get_rps": bare_get,
+            "healthz_rps": health,
             "polls_rps": poll,
             "bare_post_rps": bare_post,
             "submissions_rps": submit,
@@ -305,6 +309,13 @@ def report(payload: dict[str, Any]) -> str:
                     r["bare_post_rps"],
                     f"{r['ratio_submissions_bare']:.2f}",
                     ">= 0.25 " + ("ok" if r["submissions_aim_met"] else "MISS"),
+                ],
+                [
+                    "GET /healthz (diagnostic: no db, no auth)",
+                    r["healthz_rps"],
+                    r["bare_get_rps"],
+                    f"{r['healthz_rps'] / r['bare_get_rps']:.2f}",
+                    "-",
                 ],
             ],
         )

@@ -14,6 +14,12 @@ Parts, in µs per step of the 10-node flow (sequential, one run at a time):
 - floor:          one committed UPDATE of a JSON row (the floor of ``bench.engine``);
 - claim + mark:   ``Checkpoints.claim`` + ``mark_running`` per run, divided by 10 steps;
 - advance:        the whole ``RunEngine.advance``, per step.
+
+Timings on a shared machine drift; the driver round trips are exact. They count each
+hop to aiosqlite's connection thread (SQLite) or each message round trip asyncpg awaits
+(PostgreSQL: BEGIN, COMMIT, pings, prepared-statement executions and prepares) for: one
+floor UPDATE transaction, one ``Checkpoints.commit``, ``claim`` + ``mark_running`` and a
+whole 10-step ``advance``.
 """
 
 from __future__ import annotations
@@ -31,7 +37,15 @@ from typing import Any
 from sqlalchemy import and_, insert, update
 
 from bench.common import machine, median, save, table
-from bench.engine import NODES, Pocketrun, build, floor_latency, floor_setup, pg_admin
+from bench.engine import (
+    NODES,
+    Pocketrun,
+    build,
+    floor_latency,
+    floor_setup,
+    floor_writer,
+    pg_admin,
+)
 from core.logging import configure_logging
 from core.settings import Settings
 from db.checkpoints import Checkpoints, StepRecord
@@ -46,6 +60,79 @@ from workers.runner import StepRunner
 from workers.store import SharedStore
 
 PG_ADMIN = os.environ.get("POCKETRUN_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+class RoundTrips:
+    """Counts driver round trips by wrapping the driver's awaitables (bench-only patch)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._undo: list[tuple[Any, str, Any]] = []
+
+    def _wrap(self, owner: Any, name: str) -> None:
+        original = getattr(owner, name)
+        counter = self
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            counter.count += 1
+            return await original(*args, **kwargs)
+
+        setattr(owner, name, counted)
+        self._undo.append((owner, name, original))
+
+    def __enter__(self) -> RoundTrips:
+        import aiosqlite.core
+        import asyncpg.connection
+        import asyncpg.prepared_stmt
+
+        self._wrap(aiosqlite.core.Connection, "_execute")
+        for name in ("execute", "fetchrow", "prepare"):
+            self._wrap(asyncpg.connection.Connection, name)
+        for name in ("fetch", "fetchrow"):
+            self._wrap(asyncpg.prepared_stmt.PreparedStatement, name)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for owner, name, original in reversed(self._undo):
+            setattr(owner, name, original)
+
+    def take(self) -> int:
+        count, self.count = self.count, 0
+        return count
+
+
+async def round_trips(db: Database, pr: Pocketrun) -> dict[str, float]:
+    cp = Checkpoints(db)
+    owner = pr.engine.owner
+    run_id = await pr.create()
+    with RoundTrips() as rt:
+        await floor_writer(db, 0, 10)
+        floor = rt.take() / 10
+        await cp.claim(run_id, owner, 15)
+        await cp.mark_running(run_id, owner, 0, "n")
+        claim = rt.take()
+        cursor = Cursor().to_json()
+        for seq in range(10):
+            now = utcnow()
+            step = StepRecord(
+                seq + 1, "n", "succeeded", 1, None, now, now, "bench", None, {"set": {}, "del": []}
+            )
+            await cp.commit(run_id, owner, seq, 15, step, {"cursor": cursor, "current_node": "n"})
+        commit = rt.take() / 10
+        fresh = await pr.create()
+        rt.take()
+        await pr.advance(fresh)
+        advance = rt.take() / NODES
+        await pr.repo.get(fresh)
+        get = rt.take()
+    return {
+        "floor txn": floor,
+        "commit": commit,
+        "claim + mark_running (per run)": claim,
+        "advance, per step": advance,
+        "advance / floor": advance / floor,
+        "RunRepository.get (a poll)": get,
+    }
 
 
 async def thread_hop(threads: ThreadPoolExecutor, n: int) -> float:
@@ -182,12 +269,14 @@ async def bench_database(label: str, url: str, rounds: int) -> dict[str, Any]:
             got["advance (whole)"] = (await pr.latency(30))["pocketrun_us"]
             for k, v in got.items():
                 parts.setdefault(k, []).append(v)
+        trips = await round_trips(db, pr)
     finally:
         threads.shutdown()
         await db.close()
     return {
         "database": label,
         "us_per_step": {k: median(v) for k, v in parts.items()},
+        "driver_round_trips": trips,
         "rounds": parts,
     }
 
@@ -223,6 +312,15 @@ def run(argv: list[str] | None = None) -> None:
             "Per-step breakdown, µs (medians over rounds)",
             ["part", *[r["database"] for r in payload["results"]]],
             [[n, *[r["us_per_step"][n] for r in payload["results"]]] for n in names],
+        )
+    )
+    trips = list(payload["results"][0]["driver_round_trips"])
+    print()
+    print(
+        table(
+            "Driver round trips (exact counts)",
+            ["what", *[r["database"] for r in payload["results"]]],
+            [[n, *[r["driver_round_trips"][n] for r in payload["results"]]] for n in trips],
         )
     )
     print(f"\nresults: {save(args.output, payload)}")

@@ -231,6 +231,30 @@ async def test_max_steps_holds_across_hand_offs(db) -> None:
     assert (run["status"], run["error"]["type"], run["seq"]) == ("failed", "max_steps", 20)
 
 
+async def test_hand_offs_at_checkpoints_do_not_count_toward_the_delivery_cap(db) -> None:
+    run_id = await create_run(db, "long", {"steps": 8, "delay": 0})
+    settings = settings_for(db, max_deliveries=3)
+    while await advance_once(db, run_id, settings, budget=0) is Outcome.paused:
+        pass
+    run = await run_row(db, run_id)
+    assert run["status"] == "succeeded", run["error"]
+    assert run["seq"] == 9  # 9 deliveries, each one making progress
+
+
+async def test_run_that_keeps_dying_mid_step_hits_the_delivery_cap(db) -> None:
+    from db.checkpoints import Checkpoints
+
+    run_id = await create_run(db, "long", {"steps": 8, "delay": 0})
+    settings = settings_for(db, max_deliveries=3)
+    assert await advance_once(db, run_id, settings, budget=0) is Outcome.paused
+    for i in range(3):  # three holders claim it and die before their step commits
+        assert await Checkpoints(db).claim(run_id, f"dead-{i}", 0.01) is not None
+        await asyncio.sleep(0.03)
+    assert await advance_once(db, run_id, settings) is Outcome.finished
+    run = await run_row(db, run_id)
+    assert (run["status"], run["error"]["type"], run["seq"]) == ("failed", "delivery_cap", 1)
+
+
 async def test_node_error_after_retries_fails_run_and_step_with_attempts(db) -> None:
     run_id = await create_run(db, "edge-boom", {})
     assert await advance_once(db, run_id, settings_for(db)) is Outcome.finished

@@ -1,10 +1,9 @@
 """pocketrun's final store and node path equal raw pocketflow's, on both databases.
 
-Every (flow, input) pair of ``EXAMPLE_INPUTS`` and ``EDGE_FLOWS`` runs three ways:
-straight through one engine; handed to a brand-new engine at every checkpoint (as if
-another process took the run over after each step, so each step resumes from the cursor
-and a store rebuilt from deltas); and the same with a full snapshot every 3 steps, so the
-store is rebuilt from a snapshot plus the deltas after it.
+Every (flow, input) pair of ``EXAMPLE_INPUTS`` and ``EDGE_FLOWS`` runs straight through
+one engine, and handed to a brand-new engine at every checkpoint (as if another process
+took the run over after each step: each step resumes from the cursor, with the store
+rebuilt from the deltas, or from a snapshot every 3 steps plus the deltas after it).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from core.settings import Settings
 from db.database import Database
@@ -162,29 +161,20 @@ async def _handed_over_at_every_checkpoint(
 async def test_run_handed_to_a_new_engine_at_every_checkpoint_matches_pocketflow(
     db: Database, name: str, data: dict[str, Any]
 ) -> None:
-    settings = settings_for(db)  # default snapshot_every: stores rebuilt from deltas
-    run_id, advances = await _handed_over_at_every_checkpoint(db, name, data, settings)
-    rows = await _check_equivalent(db, name, data, run_id)
-    assert advances == max(len(rows), 1)
-    assert [r["worker"] for r in rows] == [f"w{i}" for i in range(1, len(rows) + 1)]
+    """Each step resumes from the cursor in a fresh engine; its store is rebuilt from the
+    deltas (default snapshot interval), then, in a second run, from a snapshot every 3 steps
+    plus the deltas after it."""
+    for snapshot_every in (50, 3):
+        settings = settings_for(db, snapshot_every=snapshot_every)
+        run_id, advances = await _handed_over_at_every_checkpoint(db, name, data, settings)
+        rows = await _check_equivalent(db, name, data, run_id)
+        assert advances == max(len(rows), 1)
+        assert [r["worker"] for r in rows] == [f"w{i}" for i in range(1, len(rows) + 1)]
 
 
-@pytest.mark.parametrize(("name", "data"), CASES, ids=CASE_IDS)
-async def test_store_rebuilt_from_snapshot_plus_deltas_matches_pocketflow(
-    db: Database, name: str, data: dict[str, Any]
+async def test_snapshot_is_written_every_n_steps_and_the_next_engine_rebuilds_from_it(
+    db: Database,
 ) -> None:
-    settings = settings_for(db, snapshot_every=3)
-    run_id, _ = await _handed_over_at_every_checkpoint(db, name, data, settings)
-    rows = await _check_equivalent(db, name, data, run_id)
-    if len(rows) > 3:
-        # snapshots really were taken (and so used by the next engine's rebuild)
-        assert (await run_row(db, run_id))["state_seq"] == len(rows)
-
-
-async def test_snapshot_is_written_every_n_steps_and_rebuild_uses_it(db: Database) -> None:
-    """Mid-run, state/state_seq hold the snapshot of the last multiple of N; a rebuild that
-    ignored it (replaying only the deltas after it onto the input) would lose the earlier
-    steps' writes, so the final store proves the snapshot was used."""
     name, data = "long", {"steps": 8, "delay": 0}
     settings = settings_for(db, snapshot_every=3)
     run_id = await create_run(db, name, data)
@@ -192,6 +182,15 @@ async def test_snapshot_is_written_every_n_steps_and_rebuild_uses_it(db: Databas
     while (outcome := await advance_once(db, run_id, settings, budget=0)) is Outcome.paused:
         run = await run_row(db, run_id)
         seen.append((run["seq"], run["state_seq"], run["state"]))
+        if run["seq"] == 4:
+            # mark the snapshot taken at step 3: only a rebuild that starts from it (and
+            # replays just the deltas after it) carries the mark into the final store
+            async with db.write() as conn:
+                await conn.execute(
+                    update(runs)
+                    .where(runs.c.id == run_id)
+                    .values(state={**run["state"], "marker": "from-snapshot"})
+                )
     assert outcome is Outcome.finished
     for seq, state_seq, state in seen:
         assert state_seq == seq - seq % 3
@@ -200,4 +199,7 @@ async def test_snapshot_is_written_every_n_steps_and_rebuild_uses_it(db: Databas
             assert state["progress"] == list(range(1, state_seq + 1))
         else:
             assert state is None
-    await _check_equivalent(db, name, data, run_id)
+    expected_store, expected_path = await reference(name, data)
+    run = await run_row(db, run_id)
+    assert run["state"] == {**expected_store, "marker": "from-snapshot"}
+    assert [r["node"] for r in await step_rows(db, run_id)] == expected_path
