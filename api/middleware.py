@@ -13,6 +13,7 @@ from api.problems import problem
 from core.metrics import API_SECONDS
 
 Scope = dict[str, Any]
+log = structlog.get_logger("pocketrun.api")
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -79,6 +80,19 @@ class RequestMiddleware:
                 raise
             await self._too_large(scope, receive, send, request_id)
             status = 413
+        except Exception:
+            # Answered here rather than by Starlette's outer error middleware, which
+            # re-raises after its 500 and so makes uvicorn drop the keep-alive connection.
+            if response_started:
+                raise
+            log.exception("unhandled error", path=scope.get("path"))
+            response = problem(
+                500,
+                "an internal error occurred; it has been logged",
+                headers={"X-Request-ID": request_id},
+            )
+            await response(scope, receive, send)
+            status = 500
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")

@@ -37,7 +37,7 @@ from pocketflow import (
     Flow,
     Node,
 )
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 import flows.examples  # noqa: F401  (registers the example flows EXAMPLE_INPUTS names)
 from core.context import step_key
@@ -1013,6 +1013,35 @@ def _record_path() -> Iterator[list[str]]:
         pocketflow.BaseNode._run = base_run
         pocketflow.AsyncNode._run_async = async_run
         pocketflow.AsyncParallelBatchFlow._run_async = par_run
+
+
+# ----------------------------------------------------------------------------------------
+# edge-broken-input: an input model whose validator has a bug (raises a non-validation
+# error), for checking that a server error still answers problem+json and keeps the
+# connection
+
+
+class BrokenIn(BaseModel):
+    value: int = 0
+
+    @field_validator("value")
+    @classmethod
+    def explode(cls, value: int) -> int:
+        if value == 13:
+            raise RuntimeError("validator bug")
+        return value
+
+
+def build_broken() -> Flow:
+    return Flow(start=Step("only"))
+
+
+register(
+    "edge-broken-input",
+    build_broken,
+    input=BrokenIn,
+    description="input validator raises RuntimeError on value 13",
+)
 
 
 def run_pocketflow(name: str, data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
