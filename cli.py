@@ -311,6 +311,7 @@ async def start_run(
                 input=initial,
                 metadata={"source": "cli"},
                 run_timeout=spec.run_timeout,
+                current_node=spec.start_node,
             )
         )
         run_id = row["id"]

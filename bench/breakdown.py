@@ -12,13 +12,13 @@ Parts, in µs per step of the 10-node flow (sequential, one run at a time):
                   ``Checkpoints.commit`` did before its statements were prebuilt;
 - commit:         ``Checkpoints.commit`` alone (fenced UPDATE ... RETURNING + INSERT step);
 - floor:          one committed UPDATE of a JSON row (the floor of ``bench.engine``);
-- claim + mark:   ``Checkpoints.claim`` + ``mark_running`` per run, divided by 10 steps;
+- claim:          ``Checkpoints.claim`` (it also marks the run running) per run, / 10 steps;
 - advance:        the whole ``RunEngine.advance``, per step.
 
 Timings on a shared machine drift; the driver round trips are exact. They count each
 hop to aiosqlite's connection thread (SQLite) or each message round trip asyncpg awaits
 (PostgreSQL: BEGIN, COMMIT, pings, prepared-statement executions and prepares) for: one
-floor UPDATE transaction, one ``Checkpoints.commit``, ``claim`` + ``mark_running`` and a
+floor UPDATE transaction, one ``Checkpoints.commit``, ``claim`` and a
 whole 10-step ``advance``.
 """
 
@@ -109,13 +109,23 @@ async def round_trips(db: Database, pr: Pocketrun) -> dict[str, float]:
         await floor_writer(db, 0, 10)
         floor = rt.take() / 10
         await cp.claim(run_id, owner, 15)
-        await cp.mark_running(run_id, owner, 0, "n")
         claim = rt.take()
         cursor = Cursor().to_json()
         for seq in range(10):
             now = utcnow()
             step = StepRecord(
-                seq + 1, "n", "succeeded", 1, None, now, now, "bench", None, {"set": {}, "del": []}
+                seq + 1,
+                "n",
+                "succeeded",
+                1,
+                None,
+                now,
+                now,
+                "bench",
+                None,
+                {"set": {}, "del": []},
+                cursor,
+                "n",
             )
             await cp.commit(run_id, owner, seq, 15, step, {"cursor": cursor, "current_node": "n"})
         commit = rt.take() / 10
@@ -128,7 +138,7 @@ async def round_trips(db: Database, pr: Pocketrun) -> dict[str, float]:
     return {
         "floor txn": floor,
         "commit": commit,
-        "claim + mark_running (per run)": claim,
+        "claim (per run)": claim,
         "advance, per step": advance,
         "advance / floor": advance / floor,
         "RunRepository.get (a poll)": get,
@@ -203,14 +213,13 @@ def build_statements(n: int) -> float:
 
 
 async def commits(pr: Pocketrun, n: int) -> tuple[float, float]:
-    """(µs per Checkpoints.commit, µs per claim + mark_running)."""
+    """(µs per Checkpoints.commit, µs per claim)."""
     cp = Checkpoints(pr.db)
     owner = pr.engine.owner
     run_id = await pr.create()
     t0 = time.perf_counter()
     claimed = await cp.claim(run_id, owner, 15)
     assert claimed is not None
-    await cp.mark_running(run_id, owner, 0, "n")
     claim_us = (time.perf_counter() - t0) * 1e6
     cursor = Cursor().to_json()
     started = time.perf_counter()
@@ -230,13 +239,12 @@ async def commits(pr: Pocketrun, n: int) -> tuple[float, float]:
         )
         await cp.commit(run_id, owner, seq, 15, step, {"cursor": cursor, "current_node": "n"})
     commit_us = (time.perf_counter() - started) / n * 1e6
-    # claim + mark on fresh runs, a few times
+    # claim on fresh runs, a few times
     claims = []
     for _ in range(20):
         rid = await pr.create()
         t0 = time.perf_counter()
         await cp.claim(rid, owner, 15)
-        await cp.mark_running(rid, owner, 0, "n")
         claims.append((time.perf_counter() - t0) * 1e6)
     del claim_us
     return commit_us, median(claims)
@@ -265,7 +273,7 @@ async def bench_database(label: str, url: str, rounds: int) -> dict[str, Any]:
             commit_us, claim_us = await commits(pr, 300)
             got["commit"] = commit_us
             got["floor"] = await floor_latency(db, 300)
-            got["claim + mark / 10"] = claim_us / NODES
+            got["claim / 10"] = claim_us / NODES
             got["advance (whole)"] = (await pr.latency(30))["pocketrun_us"]
             for k, v in got.items():
                 parts.setdefault(k, []).append(v)

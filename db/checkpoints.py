@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -54,6 +54,8 @@ class StepRecord:
     worker: str
     error: dict | None
     delta: dict | None
+    cursor: Any = None  # the cursor after the step (None on a run's last or failed step)
+    next_node: str | None = None
 
     def values(self, run_id: uuid.UUID) -> dict[str, Any]:
         return {
@@ -69,6 +71,8 @@ class StepRecord:
             "worker": self.worker,
             "error": self.error,
             "delta": self.delta,
+            "cursor": self.cursor,
+            "next_node": self.next_node,
         }
 
 
@@ -102,6 +106,9 @@ _CLAIM = (
         lease_owner=_bind("c_owner", runs.c.lease_owner),
         lease_expires_at=_bind("c_expires", runs.c.lease_expires_at),
         deliveries=runs.c.deliveries + 1,
+        status="running",
+        started_at=func.coalesce(runs.c.started_at, _bind("c_now", runs.c.started_at)),
+        version=runs.c.version + 1,
     )
     .returning(
         runs.c.id,
@@ -117,16 +124,6 @@ _CLAIM = (
         runs.c.deliveries,
         runs.c.cancel_requested,
         runs.c.deadline_at,
-    )
-)
-_MARK_RUNNING = (
-    update(runs)
-    .where(_BOUND_FENCE, runs.c.status == "queued")
-    .values(
-        status="running",
-        started_at=_bind("m_now", runs.c.started_at),
-        current_node=_bind("m_node", runs.c.current_node),
-        version=runs.c.version + 1,
     )
 )
 
@@ -162,6 +159,18 @@ def _commit_with_step(keys: tuple[str, ...]):
     return select(checkpoint.c.cancel_requested).add_cte(step.cte("step"))
 
 
+_STEP_COLUMNS = [column.name for column in steps.c]
+# SQLite: the whole common checkpoint as one statement. The step is inserted only if the
+# fence holds and no cancel is pending; the steps_checkpoint trigger (migration 0004)
+# then moves the run's seq, cursor and current node.
+_SQLITE_CHECKPOINT = insert(steps).from_select(
+    _STEP_COLUMNS,
+    select(*(_bind(f"s_{c}", steps.c[c]) for c in _STEP_COLUMNS)).where(
+        _BOUND_FENCE, runs.c.cancel_requested.is_(False)
+    ),
+)
+
+
 class Checkpoints:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -183,15 +192,6 @@ class Checkpoints:
             row = result.mappings().first()
         return Claimed(**row) if row else None
 
-    async def mark_running(self, run_id: uuid.UUID, owner: str, seq: int, node: str | None) -> None:
-        params = {"f_id": run_id, "f_seq": seq, "f_owner": owner, "m_now": utcnow(), "m_node": node}
-        async with self.db.write() as conn:
-            result = await conn.execute(_MARK_RUNNING, params)
-            if result.rowcount == 0:
-                check = await conn.execute(select(runs.c.id).where(self._fence(run_id, owner, seq)))
-                if check.first() is None:
-                    raise LeaseLost(str(run_id))
-
     async def deltas(self, run_id: uuid.UUID, after_seq: int) -> list[dict | None]:
         async with self.db.read() as conn:
             result = await conn.execute(
@@ -210,7 +210,24 @@ class Checkpoints:
         step: StepRecord | None,
         run_values: dict[str, Any],
     ) -> bool:
-        """Commit one checkpoint fenced by ``seq``; return whether cancel was requested."""
+        """Commit one checkpoint fenced by ``seq``; return whether cancel was requested.
+
+        With a step whose ``cursor`` is set and ``run_values`` holding nothing but that
+        cursor's own columns, SQLite takes the one-statement path; anything else (a
+        snapshot, the run's end, a pending cancel) takes the general one."""
+        if (
+            self.db.dialect == "sqlite"
+            and step is not None
+            and step.cursor is not None
+            and run_values.keys() <= {"cursor", "current_node"}
+        ):
+            params = {f"s_{key}": value for key, value in step.values(run_id).items()}
+            params.update(f_id=run_id, f_seq=seq, f_owner=owner)
+            async with self.db.write() as conn:
+                if (await conn.execute(_SQLITE_CHECKPOINT, params)).rowcount == 1:
+                    return False
+            # fence failed or a cancel is pending: the general path tells which (the
+            # trigger then re-applies the values its UPDATE already set)
         values = {
             "lease_expires_at": utcnow() + timedelta(seconds=ttl),
             # deliveries counts claims since the last checkpoint (runs that keep dying

@@ -98,6 +98,9 @@ class Step(Base):
     worker: Mapped[str] = mapped_column(String(200))
     error: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
     delta: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
+    # The cursor after this step (SQLite: a trigger applies it to the run, see 0004).
+    cursor: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
+    next_node: Mapped[str | None] = mapped_column(String(500), nullable=True)
 
 
 class IdempotencyKey(Base):

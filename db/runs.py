@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import JSON, and_, delete, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from core.errors import InvalidInput
 from core.ids import uuid7, uuid7_bound
+from core.jsonutil import loads
 from db.database import Database
 from db.models import idempotency_keys, runs, steps
-from db.types import utcnow
+from db.types import UTCDateTime, utcnow
 
 TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
 UNFINISHED = ("queued", "running", "waiting")
@@ -71,6 +73,7 @@ class NewRun:
     input: dict[str, Any]
     metadata: dict[str, Any]
     run_timeout: float | None = None
+    current_node: str | None = None  # the node the run starts at
 
 
 @dataclass(slots=True)
@@ -101,6 +104,42 @@ def _id_bound(moment: datetime, *, upper: bool = False) -> uuid.UUID:
     return uuid7_bound(min(max(moment, _MIN_TIME), _MAX_TIME), upper=upper)
 
 
+# The point-read path of ``get`` on SQLite (``Database.point_reader``): the same columns,
+# decoded to what SQLAlchemy's types give (UUID, aware UTC datetimes, parsed JSON, bool).
+_GET_SQL = f"SELECT {', '.join(c.name for c in RUN_COLUMNS)} FROM runs WHERE id = ?"
+_VERSION_SQL = "SELECT version, status FROM runs WHERE id = ?"
+
+
+def _sqlite_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value).replace(tzinfo=UTC) if value is not None else None
+
+
+def _sqlite_json(value: str | None) -> Any:
+    return loads(value) if value is not None else None
+
+
+def _sqlite_decoder(column: Any) -> Any:
+    if column is runs.c.id:
+        return uuid.UUID
+    if column is runs.c.cancel_requested:
+        return bool
+    if isinstance(column.type, UTCDateTime):
+        return _sqlite_time
+    if isinstance(column.type, JSON):
+        return _sqlite_json
+    return None
+
+
+_DECODERS = [(c.name, _sqlite_decoder(c)) for c in RUN_COLUMNS]
+
+
+def _run_row(raw: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        name: (decode(value) if decode is not None and value is not None else value)
+        for (name, decode), value in zip(_DECODERS, raw, strict=True)
+    }
+
+
 class RunRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -128,6 +167,7 @@ class RunRepository:
             "priority": new.priority,
             "input": new.input,
             "metadata": new.metadata,
+            "current_node": new.current_node,
             "created_at": now,
             "seq": 0,
             "version": 0,
@@ -202,12 +242,28 @@ class RunRepository:
             )
         return await self.get(found.run_id)
 
-    async def get(self, run_id: uuid.UUID) -> RowMapping | None:
+    async def get(self, run_id: uuid.UUID) -> Mapping[str, Any] | None:
+        point = self.db.point_reader()
+        if point is not None:
+            try:
+                raw = point.execute(_GET_SQL, (run_id.hex,)).fetchone()
+            except sqlite3.Error:
+                pass  # e.g. busy during a WAL recovery: take the pooled path
+            else:
+                return _run_row(raw) if raw is not None else None
         async with self.db.read() as conn:
             result = await conn.execute(select(*RUN_COLUMNS).where(runs.c.id == run_id))
             return result.mappings().first()
 
     async def version(self, run_id: uuid.UUID) -> tuple[int, str] | None:
+        point = self.db.point_reader()
+        if point is not None:
+            try:
+                raw = point.execute(_VERSION_SQL, (run_id.hex,)).fetchone()
+            except sqlite3.Error:
+                pass
+            else:
+                return (raw[0], raw[1]) if raw is not None else None
         async with self.db.read() as conn:
             row = (
                 await conn.execute(select(runs.c.version, runs.c.status).where(runs.c.id == run_id))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -14,7 +14,7 @@ from pocketflow import Flow
 from pydantic import BaseModel, ConfigDict
 
 from core.errors import FlowDefinitionError, NotFound
-from flows.compiler import Graph, compile_flow
+from flows.compiler import Graph, compile_flow, first_leaf
 
 Mode = Literal["inline", "background"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -45,6 +45,11 @@ class FlowSpec:
     @property
     def graph_hash(self) -> str:
         return self.graph.hash
+
+    @property
+    def start_node(self) -> str | None:
+        """The first leaf a run of this flow executes."""
+        return first_leaf(self.graph, self.graph.root.start)
 
     @property
     def input_model(self) -> type[BaseModel]:

@@ -145,11 +145,7 @@ class RunEngine:
         else:
             store = await self._load_store(claimed)
         cursor = Cursor.from_json(claimed.cursor)
-        if claimed.status == "queued":
-            await self.checkpoints.mark_running(
-                run_id, self.owner, seq, first_leaf(graph, cursor.next)
-            )
-            self._published(run_id)
+        self._published(run_id)  # the claim made it running
         runner = StepRunner(graph, self.threads, str(run_id))
         loop = asyncio.get_running_loop()
         until = loop.time() + budget if budget is not None else None
@@ -224,6 +220,8 @@ class RunEngine:
                     "cursor": result.cursor.to_json(),
                     "current_node": first_leaf(graph, result.cursor.next),
                 }
+                if step is not None:
+                    step.cursor, step.next_node = values["cursor"], values["current_node"]
                 if step is None or new_seq % self.settings.snapshot_every == 0:
                     values.update(state=store.snapshot(), state_seq=new_seq)
             cancel = await self.checkpoints.commit(

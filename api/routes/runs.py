@@ -96,6 +96,7 @@ async def create_run(
         input=initial,
         metadata=body.metadata,
         run_timeout=spec.run_timeout,
+        current_node=spec.start_node,
     )
     row, created = await state.runs.create(new, idem)
     wait = min(wait, state.settings.wait_cap)
