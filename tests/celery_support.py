@@ -391,6 +391,7 @@ async def _create_runs(
                     input=spec.validate_input(data),
                     metadata={},
                     run_timeout=spec.run_timeout,
+                    current_node=spec.start_node,
                 )
             )
             ids.append(row["id"])
