@@ -11,7 +11,8 @@ from api.state import AppState
 from core.principal import Principal
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # async: a plain ``def`` dependency would cost a threadpool hop on every request
     return request.app.state.pocketrun
 
 

@@ -23,12 +23,13 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
 
+from api.auditing import audit_record
 from api.authz import AUDIT_SCOPE_KEY, app_routes, route_permission, undeclared_routes
+from api.fastpath import PollFastPath
 from api.problems import problem
 from api.routes import audit, keys
 from api.security import HEADERS_SCOPE_KEY
 from core.settings import Settings
-from db.audit import AuditRecord
 
 log = structlog.get_logger("pocketrun.api")
 Scope = dict[str, Any]
@@ -116,6 +117,7 @@ class SecurityMiddleware:
     def __init__(self, app: Any, max_query_bytes: int) -> None:
         self.app = app
         self.max_query_bytes = max_query_bytes
+        self.fast_poll = PollFastPath()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -126,6 +128,8 @@ class SecurityMiddleware:
             await problem(414, detail, type_="uri-too-long", title="URI too long")(
                 scope, receive, send
             )
+            return
+        if scope["method"] == "GET" and await self.fast_poll(scope, send):
             return
         if scope["method"] in BODY_METHODS and _is_json(scope):
             receive, error = await _checked_body(receive)
@@ -189,33 +193,16 @@ async def _checked_body(receive: Any) -> tuple[Any, str | None]:
 
 
 async def _audit(scope: Scope, intent: tuple[Any, str], message: dict[str, Any]) -> None:
-    principal, action = intent
-    headers = dict(message.get("headers", ()))
-    params = scope.get("path_params") or {}
-    location = headers.get(b"location")
-    if location:
-        target = location.decode("latin-1").rstrip("/").rsplit("/", 1)[-1]
-    else:
-        target = params.get("run_id") or params.get("key_id") or params.get("flow")
-    detail: dict[str, Any] = {"method": scope["method"], "path": scope["path"][:500]}
-    if "flow" in params:
-        detail["flow"] = params["flow"]
-    if headers.get(b"idempotent-replayed") == b"true":
-        detail["replayed"] = True
-    record = AuditRecord(
-        tenant=principal.tenant,
-        principal=principal.subject,
-        role=str(principal.role),
-        action=action,
-        target=target,
-        status=message["status"],
-        request_id=structlog.contextvars.get_contextvars().get("request_id"),
-        detail=detail,
-    )
+    record = audit_record(scope, intent, message["status"], dict(message.get("headers", ())))
     try:
         await scope["app"].state.security.audit.record(record)
     except Exception as exc:  # the call already happened: never turn it into an error
-        log.error("audit write failed", action=action, target=target, error=type(exc).__name__)
+        log.error(
+            "audit write failed",
+            action=record.action,
+            target=record.target,
+            error=type(exc).__name__,
+        )
 
 
 _PROBLEM_SCHEMA = {

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, delete, select
 from sqlalchemy.engine import RowMapping
 
 from core.ids import uuid7
@@ -27,29 +27,38 @@ class AuditRecord:
     detail: dict[str, Any] | None = None
 
 
+def audit_row(entry: AuditRecord) -> tuple[Table, dict[str, Any]]:
+    """The entry as a row to insert (``Database.insert_rows``), with a fresh time-ordered id:
+    lets a caller write it in the same transaction as the change it records."""
+    now = utcnow()
+    return audit_log, {
+        "id": uuid7(int(now.timestamp() * 1000)),
+        "at": now,
+        "tenant": entry.tenant,
+        "principal": entry.principal[:200],
+        "role": entry.role,
+        "action": entry.action,
+        "target": entry.target[:200] if entry.target else None,
+        "status": entry.status,
+        "request_id": entry.request_id,
+        "detail": entry.detail,
+    }
+
+
 class AuditRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     async def record(self, entry: AuditRecord) -> uuid.UUID:
-        now = utcnow()
-        entry_id = uuid7(int(now.timestamp() * 1000))
+        table, values = audit_row(entry)
+        # Group commit: concurrent calls' entries share one write transaction.
+        await self.db.insert_rows((table, values))
+        return values["id"]
+
+    async def discard(self, entry_id: uuid.UUID) -> None:
+        """Remove an entry written ahead of a call that then failed (see ``audit_row``)."""
         async with self.db.write() as conn:
-            await conn.execute(
-                insert(audit_log).values(
-                    id=entry_id,
-                    at=now,
-                    tenant=entry.tenant,
-                    principal=entry.principal[:200],
-                    role=entry.role,
-                    action=entry.action,
-                    target=entry.target[:200] if entry.target else None,
-                    status=entry.status,
-                    request_id=entry.request_id,
-                    detail=entry.detail,
-                )
-            )
-        return entry_id
+            await conn.execute(delete(audit_log).where(audit_log.c.id == entry_id))
 
     async def list(
         self,

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, and_, delete, insert, select, update
+from sqlalchemy import JSON, and_, delete, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from core.errors import InvalidInput
 from core.ids import uuid7, uuid7_bound
-from core.jsonutil import loads
+from core.jsonutil import dumps_str, loads
 from db.database import Database
 from db.models import idempotency_keys, runs, steps
 from db.types import UTCDateTime, utcnow
@@ -145,9 +145,15 @@ class RunRepository:
         self.db = db
 
     async def create(
-        self, new: NewRun, idempotency: Idempotency | None = None
-    ) -> tuple[RowMapping, bool]:
-        """Insert a queued run; with a key seen before, return that run instead (created=False)."""
+        self,
+        new: NewRun,
+        idempotency: Idempotency | None = None,
+        *,
+        extra_rows: Callable[[uuid.UUID], Sequence[tuple[Any, dict[str, Any]]]] | None = None,
+    ) -> tuple[Mapping[str, Any], bool]:
+        """Insert a queued run; with a key seen before, return that run instead (created=False).
+        ``extra_rows(run_id)``: rows (an audit entry) committed in the run's transaction, so
+        only when the run is created."""
         if idempotency is not None:
             existing = await self._replay(new, idempotency)
             if existing is not None:
@@ -176,20 +182,26 @@ class RunRepository:
             "cancel_requested": False,
             "deadline_at": now + timedelta(seconds=new.run_timeout) if new.run_timeout else None,
         }
+        rows: list[tuple[Any, dict[str, Any]]] = [(runs, values)]
+        if idempotency is not None:
+            rows.append(
+                (
+                    idempotency_keys,
+                    {
+                        "tenant": new.tenant,
+                        "flow": new.flow,
+                        "key": idempotency.key,
+                        "request_hash": idempotency.request_hash,
+                        "run_id": run_id,
+                        "created_at": now,
+                    },
+                )
+            )
+        if extra_rows is not None:
+            rows.extend(extra_rows(run_id))
         try:
-            async with self.db.write() as conn:
-                await conn.execute(insert(runs).values(values))
-                if idempotency is not None:
-                    await conn.execute(
-                        insert(idempotency_keys).values(
-                            tenant=new.tenant,
-                            flow=new.flow,
-                            key=idempotency.key,
-                            request_hash=idempotency.request_hash,
-                            run_id=run_id,
-                            created_at=now,
-                        )
-                    )
+            # One transaction for the run and its key, shared with concurrent submissions.
+            await self.db.insert_rows(*rows)
         except IntegrityError:
             if idempotency is None:
                 raise
@@ -197,8 +209,10 @@ class RunRepository:
             if existing is None:
                 raise
             return existing, False
-        row = await self.get(run_id)
-        assert row is not None
+        # The row as just committed (no re-read): what ``get`` would return for it now.
+        row = {c.name: values.get(c.name) for c in RUN_COLUMNS}
+        row["input"] = loads(dumps_str(new.input))
+        row["metadata"] = loads(dumps_str(new.metadata))
         return row, True
 
     async def _replay(self, new: NewRun, idem: Idempotency) -> RowMapping | None:

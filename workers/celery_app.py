@@ -187,7 +187,10 @@ class WorkerProcess:
         structlog.contextvars.clear_contextvars()
         main = self.loop.create_task(self.advancer.advance(rid, self.settings.time_slice))
         try:
-            return self.loop.run_until_complete(main)
+            outcome = self.loop.run_until_complete(main)
+            if self.store is not None:
+                self.loop.run_until_complete(self.store.flush())
+            return outcome
         except StepTimeLimit:
             log.warning("task time limit: ending the run timed_out", run_id=run_id)
             # Fresh connections and step threads: the signal may have interrupted anything.

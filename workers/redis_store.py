@@ -32,14 +32,16 @@ CHANGES_CHANNEL = "pocketrun:changes"
 SEQ = b"#seq"
 PREFIX = b"k:"
 
-# KEYS[1] hash; ARGV: expected seq, new seq, ttl ms, number of sets, then key/value pairs,
-# then deleted keys. 1 applied, 0 missing (Redis lost it), -1 another seq (stale).
+# KEYS[1] hash; ARGV: expected seq, new seq, ttl ms, number of sets, the message to publish
+# on CHANGES_CHANNEL once applied (the run id; '' for none), then key/value pairs, then
+# deleted keys. 1 applied, 0 missing (Redis lost it), -1 another seq (stale). Announcing the
+# change from the script saves each step a round trip of its own.
 APPLY = """
 local cur = redis.call('HGET', KEYS[1], '#seq')
 if not cur then return 0 end
 if cur ~= ARGV[1] then return -1 end
 local n = tonumber(ARGV[4])
-local i = 5
+local i = 6
 for _ = 1, n do
   redis.call('HSET', KEYS[1], 'k:' .. ARGV[i], ARGV[i + 1])
   i = i + 2
@@ -50,6 +52,7 @@ while i <= #ARGV do
 end
 redis.call('HSET', KEYS[1], '#seq', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if ARGV[5] ~= '' then redis.call('PUBLISH', 'pocketrun:changes', ARGV[5]) end
 return 1
 """
 
@@ -98,6 +101,7 @@ class RedisStore:
         self._down_until = 0.0
         self.stats = {"hits": 0, "rebuilds": 0, "applied": 0, "reseeded": 0, "errors": 0}
         self._notify_tasks: set[asyncio.Task] = set()
+        self._announced: uuid.UUID | None = None  # the apply script published this change
 
     @property
     def available(self) -> bool:
@@ -159,7 +163,7 @@ class RedisStore:
         if not self.available:
             return
         key = store_key(run_id)
-        args: list[Any] = [old_seq, new_seq, self._ttl_ms(done), len(delta.set)]
+        args: list[Any] = [old_seq, new_seq, self._ttl_ms(done), len(delta.set), str(run_id)]
         for k, v in delta.set.items():
             args += [k, v]
         args += delta.deleted
@@ -170,6 +174,8 @@ class RedisStore:
             return
         if result == 1:
             self.stats["applied"] += 1
+            # the engine announces the commit (``notify``) right after this returns
+            self._announced = run_id
         elif result == 0 and not done:
             # Redis lost the run (restart, eviction) or never had it: seed it from this
             # process's copy, which the database just confirmed.
@@ -186,6 +192,10 @@ class RedisStore:
 
     def notify(self, run_id: uuid.UUID) -> None:
         """Tell API processes (their long polls) that the run changed; fire and forget."""
+        if self._announced is not None:
+            announced, self._announced = self._announced, None
+            if announced == run_id:
+                return  # the apply script published it already
         if not self.available:
             return
         try:
@@ -194,6 +204,14 @@ class RedisStore:
             return
         self._notify_tasks.add(task)
         task.add_done_callback(self._notify_tasks.discard)
+
+    async def flush(self, timeout: float = 1.0) -> None:
+        """Wait briefly for the notifications still in flight. A Celery task's event loop
+        stops when the task returns: a notification still pending then (typically the
+        run's last) would go out only with the process's next task, and long polls would
+        learn of the change from their database backstop, hundreds of ms later."""
+        if self._notify_tasks:
+            await asyncio.wait(set(self._notify_tasks), timeout=timeout)
 
     async def _notify(self, run_id: uuid.UUID) -> None:
         try:

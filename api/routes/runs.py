@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from api.authz import Permission, Requires, can_see_run, list_scope
+from api.auditing import audit_record
+from api.authz import AUDIT_SCOPE_KEY, Permission, Requires, can_see_run, list_scope
 from api.deps import State
 from api.problems import field_errors
 from api.schemas import (
@@ -29,6 +31,7 @@ from core.ids import parse_uuid
 from core.jsonutil import dumps
 from core.metrics import RUNS_CREATED
 from core.principal import Principal
+from db.audit import audit_row
 from db.runs import TERMINAL, Idempotency, NewRun, RunFilter
 
 router = APIRouter(tags=["runs"])
@@ -63,6 +66,7 @@ async def create_run(
     body: RunCreate,
     state: State,
     principal: Annotated[Principal, Requires(Permission.run_start)],
+    request: Request,
     wait: WaitParam = 0,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> Response:
@@ -98,8 +102,21 @@ async def create_run(
         run_timeout=spec.run_timeout,
         current_node=spec.start_node,
     )
-    row, created = await state.runs.create(new, idem)
     wait = min(wait, state.settings.wait_cap)
+    # A background run answered at once is a 202 with its Location: its audit entry is known
+    # now, so it is written in the run's own transaction instead of one more after it.
+    intent = request.scope.get(AUDIT_SCOPE_KEY)
+    audit_ahead: list[tuple[Any, dict[str, Any]]] = []
+
+    def audit_rows(run_id: uuid.UUID) -> list[tuple[Any, dict[str, Any]]]:
+        headers = {b"location": f"/v1/runs/{run_id}".encode()}
+        audit_ahead.append(audit_row(audit_record(request.scope, intent, 202, headers)))
+        return audit_ahead
+
+    ahead = intent is not None and mode != "inline" and wait <= 0
+    row, created = await state.runs.create(new, idem, extra_rows=audit_rows if ahead else None)
+    if created and ahead:
+        request.scope.pop(AUDIT_SCOPE_KEY, None)  # written: the middleware must not again
     if created:
         RUNS_CREATED.labels(spec.name).inc()
         if mode == "inline":
@@ -107,7 +124,13 @@ async def create_run(
             wait = budget
             state.spawn(state.executor.run_inline(row["id"], budget))
         else:
-            await state.executor.submit(row["id"], priority=body.priority, queue=spec.queue)
+            try:
+                await state.executor.submit(row["id"], priority=body.priority, queue=spec.queue)
+            except BaseException:
+                if ahead:  # the call fails after all: a failed call has no audit entry
+                    with contextlib.suppress(Exception):
+                        await request.app.state.security.audit.discard(audit_ahead[0][1]["id"])
+                raise
     if wait > 0 and row["status"] not in TERMINAL:
         await state.wait_for_change(row["id"], wait)
         row = await state.runs.get(row["id"]) or row
