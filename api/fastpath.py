@@ -6,8 +6,9 @@ without FastAPI's routing and dependency resolution, which cost more than the re
 call. It answers only 200 (the run, with its ``ETag``) or 304 (``If-None-Match``), with the
 bytes and headers ``api.routes.runs.get_run`` gives. Everything else (``?wait=``, a missing
 or bad credential, a role without ``runs:read``, a malformed, unknown or hidden id, odd
-headers, rate limits or dependency overrides configured) falls through to the route unchanged, which then decides
-and answers exactly as before: the fast path never produces an error of its own.
+headers, rate limits or dependency overrides configured) falls through to the route
+unchanged, which then decides and answers exactly as before: the fast path never produces
+an error of its own.
 """
 
 from __future__ import annotations
