@@ -25,7 +25,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from api.auditing import audit_record
 from api.authz import AUDIT_SCOPE_KEY, app_routes, route_permission, undeclared_routes
-from api.fastpath import PollFastPath
+from api.fastpath import NOT_JSON, CreateFastPath, PollFastPath
 from api.problems import problem
 from api.routes import audit, keys
 from api.security import HEADERS_SCOPE_KEY
@@ -90,19 +90,26 @@ def _no_constants(name: str) -> Any:
 def strict_json_error(body: bytes) -> str | None:
     """Why ``body`` is not strict JSON, or None (also for plain malformed JSON, which
     FastAPI reports itself with the position of the error)."""
+    return strict_json(body)[1]
+
+
+def strict_json(body: bytes) -> tuple[Any, str | None]:
+    """(the parsed body, None) for strict JSON; (NOT_JSON, why) when it is not strict JSON;
+    (NOT_JSON, None) for plain malformed JSON, which FastAPI reports itself with the
+    position of the error. The value is what ``json.loads`` (FastAPI's parser) gives."""
     try:
-        json.loads(body, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        value = json.loads(body, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except _NotStrict as exc:
-        return str(exc)
+        return NOT_JSON, str(exc)
     except RecursionError:
-        return "the JSON is nested too deeply"
+        return NOT_JSON, "the JSON is nested too deeply"
     except ValueError:
-        return None
+        return NOT_JSON, None
     try:
         orjson.loads(body)  # rejects lone surrogates and nesting over 1024
     except orjson.JSONDecodeError:
-        return "the JSON has invalid strings or is nested too deeply"
-    return None
+        return NOT_JSON, "the JSON has invalid strings or is nested too deeply"
+    return value, None
 
 
 def _is_json(scope: Scope) -> bool:
@@ -118,6 +125,7 @@ class SecurityMiddleware:
         self.app = app
         self.max_query_bytes = max_query_bytes
         self.fast_poll = PollFastPath()
+        self.fast_create = CreateFastPath()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -132,7 +140,7 @@ class SecurityMiddleware:
         if scope["method"] == "GET" and await self.fast_poll(scope, send):
             return
         if scope["method"] in BODY_METHODS and _is_json(scope):
-            receive, error = await _checked_body(receive)
+            receive, value, error = await _checked_body(receive)
             if error is not None:
                 response = problem(
                     422,
@@ -141,6 +149,8 @@ class SecurityMiddleware:
                     errors=[{"loc": ["body"], "path": "body", "msg": error, "type": "json_strict"}],
                 )
                 await response(scope, receive, send)
+                return
+            if value is not NOT_JSON and await self.fast_create(scope, send, value):
                 return
 
         async def send_secured(message: dict[str, Any]) -> None:
@@ -156,7 +166,9 @@ class SecurityMiddleware:
         await self.app(scope, receive, send_secured)
 
 
-async def _checked_body(receive: Any) -> tuple[Any, str | None]:
+async def _checked_body(receive: Any) -> tuple[Any, Any, str | None]:
+    """(a receive that replays the body, the parsed body or NOT_JSON, why it is not strict
+    JSON or None)."""
     chunks = []
     while True:
         message = await receive()
@@ -177,9 +189,9 @@ async def _checked_body(receive: Any) -> tuple[Any, str | None]:
                 return first
             return await receive()
 
-        return replay_disconnect, None
+        return replay_disconnect, NOT_JSON, None
     body = b"".join(chunks)
-    error = strict_json_error(body) if body else None
+    value, error = strict_json(body) if body else (NOT_JSON, None)
     done = False
 
     async def replay() -> dict[str, Any]:
@@ -189,7 +201,7 @@ async def _checked_body(receive: Any) -> tuple[Any, str | None]:
             return {"type": "http.request", "body": body, "more_body": False}
         return await receive()
 
-    return replay, error
+    return replay, value, error
 
 
 async def _audit(scope: Scope, intent: tuple[Any, str], message: dict[str, Any]) -> None:

@@ -128,6 +128,8 @@ class CeleryExecutor:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.engine.threads.shutdown(wait=False, cancel_futures=True)
+        if self.store is not None:
+            await self.store.flush()  # the last steps' Redis applies and notifications
         await self.changes.close()
         for client in {id(self.redis): self.redis, id(self.broker): self.broker}.values():
             with contextlib.suppress(Exception):

@@ -101,7 +101,8 @@ class RedisStore:
         self._down_until = 0.0
         self.stats = {"hits": 0, "rebuilds": 0, "applied": 0, "reseeded": 0, "errors": 0}
         self._notify_tasks: set[asyncio.Task] = set()
-        self._announced: uuid.UUID | None = None  # the apply script published this change
+        self._announced: uuid.UUID | None = None  # the apply script publishes this change
+        self._applying: dict[uuid.UUID, asyncio.Task] = {}  # each run's last apply in flight
 
     @property
     def available(self) -> bool:
@@ -122,6 +123,7 @@ class RedisStore:
     ) -> SharedStore:
         """The run's store at ``claimed.seq``: from Redis when it has exactly that step."""
         key = store_key(claimed.id)
+        await self._settled(claimed.id)
         if claimed.seq > 0 and self.available:
             try:
                 raw = await self.client.hgetall(key)
@@ -159,30 +161,73 @@ class RedisStore:
         store: SharedStore,
         done: bool,
     ) -> None:
-        """After the database committed step ``new_seq``: apply its delta (fenced)."""
+        """After the database committed step ``new_seq``: apply its delta (fenced).
+
+        Sent without waiting for the reply, so the round trip overlaps the run's next step;
+        a run's applies go out one after another (each after the previous one's reply),
+        ``load``, ``ended`` and ``flush`` wait for them. The database committed first, and
+        the fence makes a late apply harmless: one that finds the hash moved on (another
+        process took the run over and reseeded it) changes nothing."""
         if not self.available:
             return
-        key = store_key(run_id)
         args: list[Any] = [old_seq, new_seq, self._ttl_ms(done), len(delta.set), str(run_id)]
         for k, v in delta.set.items():
             args += [k, v]
         args += delta.deleted
+        # the store the database just confirmed, for a reseed; the engine's copy moves on
+        values = None if done else dict(_raw(store))
+        previous = self._applying.get(run_id)
+        task = asyncio.get_running_loop().create_task(
+            self._apply_after(previous, run_id, new_seq, args, values)
+        )
+        self._applying[run_id] = task
+        task.add_done_callback(lambda t: self._forget_apply(run_id, t))
+        # the engine announces the commit (``notify``) right after this returns: the apply
+        # publishes it instead, from the script or after it
+        self._announced = run_id
+
+    def _forget_apply(self, run_id: uuid.UUID, task: asyncio.Task) -> None:
+        if self._applying.get(run_id) is task:
+            del self._applying[run_id]
+
+    async def _apply_after(
+        self,
+        previous: asyncio.Task | None,
+        run_id: uuid.UUID,
+        new_seq: int,
+        args: list[Any],
+        values: dict[str, bytes] | None,
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait({previous})
+        if not self.available:
+            return  # Redis failed meanwhile: the database holds the step
+        key = store_key(run_id)
         try:
             result = await self._apply(keys=[key], args=args)
         except Exception as exc:
             self._failed("apply", exc)
-            return
+            result = None
         if result == 1:
             self.stats["applied"] += 1
-            # the engine announces the commit (``notify``) right after this returns
-            self._announced = run_id
-        elif result == 0 and not done:
+            return  # the script published the change
+        if result == 0 and values is not None:
             # Redis lost the run (restart, eviction) or never had it: seed it from this
             # process's copy, which the database just confirmed.
-            await self._write_seed(key, new_seq, store, force=False)
+            await self._write_seed(
+                key, new_seq, _from_raw(values, self.settings.max_store_bytes), force=False
+            )
+        await self._notify(run_id)
+
+    async def _settled(self, run_id: uuid.UUID) -> None:
+        """Wait (briefly) for the run's applies still in flight in this process."""
+        pending = self._applying.get(run_id)
+        if pending is not None:
+            await asyncio.wait({pending}, timeout=5.0)
 
     async def ended(self, run_id: uuid.UUID) -> None:
         """The run reached a terminal status: let its keys expire soon."""
+        await self._settled(run_id)
         if not self.available:
             return
         try:
@@ -209,9 +254,11 @@ class RedisStore:
         """Wait briefly for the notifications still in flight. A Celery task's event loop
         stops when the task returns: a notification still pending then (typically the
         run's last) would go out only with the process's next task, and long polls would
-        learn of the change from their database backstop, hundreds of ms later."""
-        if self._notify_tasks:
-            await asyncio.wait(set(self._notify_tasks), timeout=timeout)
+        learn of the change from their database backstop, hundreds of ms later. The
+        applies still in flight go out too (they announce their steps)."""
+        pending = {*self._notify_tasks, *self._applying.values()}
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
 
     async def _notify(self, run_id: uuid.UUID) -> None:
         try:
