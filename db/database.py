@@ -13,12 +13,13 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import Table, event, insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
@@ -135,6 +136,8 @@ class Database:
         Returns once committed; raises what inserting them alone would raise."""
         loop = asyncio.get_running_loop()
         if self._inserter is None or self._inserter.loop is not loop:
+            if self._inserter is not None:
+                self._inserter.close()
             self._inserter = GroupInserter(self, loop)
         await self._inserter.insert(rows)
 
@@ -164,6 +167,8 @@ class Database:
         if self._point is not None:
             self._point.close()
             self._point = None
+        if self._inserter is not None:
+            self._inserter.close()
         await self.reader.dispose()
         if self.writer is not self.reader:
             await self.writer.dispose()
@@ -211,6 +216,7 @@ class GroupInserter:
         self.loop = loop
         self._pending: list[tuple[tuple[tuple[Table, dict[str, Any]], ...], asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
+        self._direct: _DirectInserts | None = None
 
     async def insert(self, rows: tuple[tuple[Table, dict[str, Any]], ...]) -> None:
         future = self.loop.create_future()
@@ -231,8 +237,7 @@ class GroupInserter:
     async def _flush(self, group: list) -> None:
         try:
             try:
-                async with self.db._write(urgent=True) as conn:
-                    await self._execute(conn, [row for rows, _ in group for row in rows])
+                await self._transaction([row for rows, _ in group for row in rows])
             except Exception as exc:
                 if len(group) == 1:
                     _settle(group[0][1], exc)
@@ -241,8 +246,7 @@ class GroupInserter:
                     if future.done():
                         continue
                     try:
-                        async with self.db._write(urgent=True) as conn:
-                            await self._execute(conn, list(rows))
+                        await self._transaction(list(rows))
                     except Exception as alone:
                         _settle(future, alone)
                     else:
@@ -256,16 +260,130 @@ class GroupInserter:
                     future.cancel()
             raise exc
 
-    @staticmethod
-    async def _execute(conn: AsyncConnection, rows: list[tuple[Table, dict[str, Any]]]) -> None:
+    async def _transaction(self, rows: list[tuple[Table, dict[str, Any]]]) -> None:
         by_shape: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = {}
         for table, values in rows:
             by_shape.setdefault((table, tuple(values)), []).append(values)
+        direct = self._direct_batches(by_shape)
+        if direct is None:
+            async with self.db._write(urgent=True) as conn:
+                await self._execute(conn, by_shape)
+            return
+        gate = self.db._gate
+        assert gate is not None and self._direct is not None
+        await gate.acquire(True)
+        try:
+            await self.loop.run_in_executor(self._direct.thread, self._direct.run, direct)
+        finally:
+            gate.release()
+
+    @staticmethod
+    async def _execute(
+        conn: AsyncConnection, by_shape: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]]
+    ) -> None:
         for (table, _), values_list in by_shape.items():
             if len(values_list) == 1:
                 await conn.execute(insert(table).values(values_list[0]))
             else:
                 await conn.execute(insert(table), values_list)
+
+    def _direct_batches(
+        self, by_shape: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]]
+    ) -> list[tuple[str, list[tuple[Any, ...]]]] | None:
+        """On a SQLite file: the group as (SQL, parameter rows), bound as SQLAlchemy binds
+        them, for ``_DirectInserts.run``; None to take the SQLAlchemy path."""
+        if self._direct is None:
+            if self.db._point_path is None or self.db._gate is None:
+                return None
+            self._direct = _DirectInserts(self.db._point_path, self.db.writer.dialect)
+        batches = []
+        for (table, keys), values_list in by_shape.items():
+            plan = self._direct.plan(table, keys)
+            if plan is None:
+                return None
+            sql, binds = plan
+            batches.append(
+                (
+                    sql,
+                    [
+                        tuple(
+                            values[name] if bind is None else bind(values[name])
+                            for name, bind in binds
+                        )
+                        for values in values_list
+                    ],
+                )
+            )
+        return batches
+
+    def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
+            self._direct = None
+
+
+class _DirectInserts:
+    """A group commit on a SQLite file as ONE hop to one thread (BEGIN IMMEDIATE, an
+    ``executemany`` per table, COMMIT on a stdlib connection of its own) instead of a
+    dozen aiosqlite hops through SQLAlchemy, each a GIL hand-off with the busy event loop.
+    Writers still take turns through ``WriteGate``; the statements and bound values are
+    SQLAlchemy's own (compiled once per table and set of columns, bound through the
+    columns' bind processors), and driver errors are raised as SQLAlchemy's
+    (``IntegrityError`` and the rest), so callers see what the SQLAlchemy path raises."""
+
+    def __init__(self, path: str, dialect: Any) -> None:
+        self.path = path
+        self.dialect = dialect
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="pocketrun-inserts")
+        self._conn: sqlite3.Connection | None = None
+        self._plans: dict[tuple[Table, tuple[str, ...]], Any] = {}
+
+    def plan(self, table: Table, keys: tuple[str, ...]) -> tuple[str, list[Any]] | None:
+        """(SQL, [(key, bind processor or None)]) for inserting ``keys`` into ``table``;
+        None when SQLAlchemy would add values of its own (Python-side column defaults)."""
+        found = self._plans.get((table, keys), False)
+        if found is not False:
+            return found
+        compiled = insert(table).compile(dialect=self.dialect, column_keys=list(keys))
+        names = list(compiled.positiontup or ())
+        plan = None
+        if not compiled.insert_prefetch and sorted(names) == sorted(keys):
+            processors = compiled._bind_processors
+            plan = (str(compiled), [(name, processors.get(name)) for name in names])
+        self._plans[(table, keys)] = plan
+        return plan
+
+    def run(self, batches: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        """In ``self.thread``: the group's one transaction."""
+        if self._conn is None:
+            conn = sqlite3.connect(self.path, check_same_thread=False)
+            _sqlite_pragmas(conn, None)
+            self._conn = conn
+        conn = self._conn
+        sql, params = "BEGIN IMMEDIATE", ()
+        try:
+            conn.execute(sql)
+            try:
+                for sql, rows in batches:
+                    params = rows
+                    if len(rows) == 1:
+                        conn.execute(sql, rows[0])
+                    else:
+                        conn.executemany(sql, rows)
+                sql, params = "COMMIT", ()
+                conn.execute(sql)
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(sql, params, exc, sqlite3.Error) from exc
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self.thread.submit(conn.close)
+        self.thread.shutdown(wait=True)
 
 
 def _settle(future: asyncio.Future, exc: BaseException | None) -> None:
