@@ -28,7 +28,7 @@ from db.database import Database
 from db.runs import NewRun, RunRepository
 from flows.registry import REGISTRY, register
 from tests.edge_flows import CountedIn, Step, build_counted
-from tests.support import BIN, ROOT, free_port, wait_until
+from tests.support import BIN, ROOT, RedisServer, wait_until
 from workers.dispatch import Dispatcher, redis_client
 
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
@@ -197,55 +197,6 @@ register("celery-tiny", build_tiny, description="two quick nodes")
 
 # ----------------------------------------------------------------------------------------
 # processes
-
-
-class RedisServer:
-    """A private, throwaway redis-server (no persistence) that tests may restart."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.workdir = workdir
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> RedisServer:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(self.ping, 10, 0.05, "redis-server to answer")
-        return self
-
-    def ping(self) -> bool:
-        import redis
-
-        try:
-            return bool(redis.Redis(port=self.port, socket_timeout=0.5).ping())
-        except redis.RedisError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def restart(self, down_for: float = 0.5) -> None:
-        self.stop()
-        time.sleep(down_for)
-        self.start()
 
 
 class Worker:

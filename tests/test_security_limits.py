@@ -3,8 +3,6 @@ processes that share a Redis (a private redis-server on a free port)."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,45 +10,14 @@ import httpx
 import pytest
 import redis
 
-from tests.support import TEST_AUTH, free_port, wait_until
+from tests.support import TEST_AUTH, RedisServer
 
 
 @pytest.fixture
 def redis_url(tmp_path) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-
-    def up() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
-    wait_until(up, 10, 0.05, "redis-server")
-    yield url
-    proc.kill()
-    proc.wait(10)
+    server = RedisServer(tmp_path).start()
+    yield server.url
+    server.stop()
 
 
 def test_limit_answers_429_with_headers(server_factory) -> None:
