@@ -187,7 +187,7 @@ class Checkpoints:
             "c_owner": owner,
             "c_expires": now + timedelta(seconds=ttl),
         }
-        async with self.db.write() as conn:
+        async with self.db.write_statement() as conn:
             result = await conn.execute(_CLAIM, params)
             row = result.mappings().first()
         return Claimed(**row) if row else None

@@ -86,6 +86,7 @@ class Database:
             )
             _ping_idle(engine)
             self.writer = engine
+            self._autocommit_writer = engine.execution_options(isolation_level="AUTOCOMMIT")
             # Under READ COMMITTED every statement reads its own snapshot, in a transaction
             # or not: reads skip the BEGIN and ROLLBACK round trips (as on SQLite).
             self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -124,6 +125,17 @@ class Database:
                 yield conn
         finally:
             self._gate.release()
+
+    @asynccontextmanager
+    async def write_statement(self) -> AsyncIterator[AsyncConnection]:
+        """For exactly one data-modifying statement, atomic on its own: on PostgreSQL it runs
+        in autocommit (no BEGIN and COMMIT round trips); on SQLite it is ``write()``."""
+        if self._gate is not None:
+            async with self.write() as conn:
+                yield conn
+            return
+        async with self._autocommit_writer.connect() as conn:
+            yield conn
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
