@@ -10,9 +10,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from api.authz import Permission, Requires, tenant_scope
+from api.pagination import parse_cursor
 from api.schemas import Problem
-from core.errors import InvalidInput
-from core.ids import parse_uuid
 from core.jsonutil import dumps
 from core.principal import Principal
 
@@ -65,21 +64,7 @@ async def list_audit(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Response:
-    before = None
-    if cursor is not None:
-        before = parse_uuid(cursor)
-        if before is None:
-            raise InvalidInput(
-                "cursor is not valid",
-                errors=[
-                    {
-                        "loc": ["query", "cursor"],
-                        "path": "query.cursor",
-                        "msg": "not a cursor from a page",
-                        "type": "invalid_cursor",
-                    }
-                ],
-            )
+    before = parse_cursor(cursor)
     rows = await request.app.state.security.audit.list(
         tenant_scope(principal), action=action, limit=limit + 1, before_id=before
     )

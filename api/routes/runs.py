@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from api.auditing import audit_record
 from api.authz import AUDIT_SCOPE_KEY, Permission, Requires, can_see_run, list_scope
 from api.deps import State
+from api.pagination import parse_cursor
 from api.problems import field_errors
 from api.schemas import (
     Problem,
@@ -188,25 +189,6 @@ def _matches(if_none_match: str | None, tag: str) -> bool:
     return any(t.strip().removeprefix("W/") == tag for t in if_none_match.split(","))
 
 
-def _parse_cursor(cursor: str | None) -> uuid.UUID | None:
-    if cursor is None:
-        return None
-    parsed = parse_uuid(cursor)
-    if parsed is None:
-        raise InvalidInput(
-            "cursor is not valid",
-            errors=[
-                {
-                    "loc": ["query", "cursor"],
-                    "path": "query.cursor",
-                    "msg": "not a cursor from a page",
-                    "type": "invalid_cursor",
-                }
-            ],
-        )
-    return parsed
-
-
 @router.get("/v1/runs", response_model=RunPage, responses=ERRORS, summary="List runs, newest first")
 async def list_runs(
     state: State,
@@ -228,7 +210,7 @@ async def list_runs(
             created_after=_aware(created_after, "created_after"),
             created_before=_aware(created_before, "created_before"),
             limit=limit + 1,
-            before_id=_parse_cursor(cursor),
+            before_id=parse_cursor(cursor),
         )
     )
     more = len(rows) > limit
