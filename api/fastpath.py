@@ -72,6 +72,20 @@ def _parts(app: Any) -> tuple[Any, Any] | None:
     return security, state
 
 
+async def _principal(security: Any, authorization: bytes | None) -> Any:
+    """The principal of a ``Bearer`` credential, or None (the route then answers 401)."""
+    if authorization is None:
+        return None
+    scheme, _, credentials = authorization.decode("latin-1").partition(" ")
+    credentials = credentials.strip()
+    if not credentials or scheme.lower() != "bearer":
+        return None
+    try:
+        return await security.authenticator.authenticate(credentials)
+    except Exception:  # 401 and the rest: the route says it
+        return None
+
+
 def _handler(app: Any, exc: BaseException) -> Any:
     """The exception handler FastAPI's ``ExceptionMiddleware`` would answer ``exc`` with (the
     500/``Exception`` one is not its: those go on up, to ``RequestMiddleware``)."""
@@ -89,17 +103,6 @@ class PollFastPath:
         self._route: Any = None
         self._resolved = False
 
-    def _poll_route(self, app: Any) -> Any:
-        """The APIRoute the poll belongs to, for ``scope["route"]`` (the latency metric's
-        label); None when the app has no such route (then no fast path)."""
-        if not self._resolved:
-            for path, methods, route in app_routes(app):
-                if path == POLL_PATH and "GET" in methods:
-                    self._route = route
-                    break
-            self._resolved = True
-        return self._route
-
     async def __call__(self, scope: Scope, send: Any) -> bool:
         """Answer the poll and return True, or return False and leave it to the route."""
         if scope["method"] != "GET" or scope.get("query_string") or scope.get("root_path"):
@@ -108,13 +111,14 @@ class PollFastPath:
         if match is None:
             return False
         app = scope.get("app")
-        security = getattr(getattr(app, "state", None), "security", None)
-        state = getattr(getattr(app, "state", None), "pocketrun", None)
-        if security is None or state is None or security.limiter is not None:
+        parts = _parts(app)
+        if parts is None:
             return False
-        if getattr(app, "dependency_overrides", None):  # a test or bench changed the route
-            return False
-        route = self._poll_route(app)
+        security, state = parts
+        if not self._resolved:  # the route, for scope["route"] (the latency metric's label)
+            self._route = _find_route(app, POLL_PATH, "GET")
+            self._resolved = True
+        route = self._route
         if route is None:
             return False
         authorization = if_none_match = None
@@ -126,17 +130,10 @@ class PollFastPath:
                 if if_none_match is not None:
                     return False
                 if_none_match = value.decode("latin-1")
-        if authorization is None or (if_none_match is not None and len(if_none_match) > 200):
+        if if_none_match is not None and len(if_none_match) > 200:
             return False
-        scheme, _, credentials = authorization.decode("latin-1").partition(" ")
-        credentials = credentials.strip()
-        if not credentials or scheme.lower() != "bearer":
-            return False
-        try:
-            principal = await security.authenticator.authenticate(credentials)
-        except Exception:  # 401 and the rest: the route says it
-            return False
-        if Permission.run_read not in ROLE_PERMISSIONS[principal.role]:
+        principal = await _principal(security, authorization)
+        if principal is None or Permission.run_read not in ROLE_PERMISSIONS[principal.role]:
             return False
         run_id = parse_uuid(match.group(1))
         if run_id is None:
@@ -198,19 +195,10 @@ class CreateFastPath:
                 content_type = header
             elif key == b"idempotency-key":  # replays and their checks: the route's
                 return False
-        if authorization is None or content_type is None:
+        if content_type is None or content_type.lower() != b"application/json":
             return False
-        if content_type.lower() != b"application/json":
-            return False
-        scheme, _, credentials = authorization.decode("latin-1").partition(" ")
-        credentials = credentials.strip()
-        if not credentials or scheme.lower() != "bearer":
-            return False
-        try:
-            principal = await security.authenticator.authenticate(credentials)
-        except Exception:  # 401 and the rest: the route says it
-            return False
-        if _RUN_START not in ROLE_PERMISSIONS[principal.role]:
+        principal = await _principal(security, authorization)
+        if principal is None or _RUN_START not in ROLE_PERMISSIONS[principal.role]:
             return False
         flow = match.group(1)
         try:
