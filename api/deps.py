@@ -6,9 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from api.auth import current_principal
 from api.state import AppState
-from core.principal import Principal
 
 
 async def get_state(request: Request) -> AppState:
@@ -17,4 +15,3 @@ async def get_state(request: Request) -> AppState:
 
 
 State = Annotated[AppState, Depends(get_state)]
-CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

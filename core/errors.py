@@ -28,10 +28,6 @@ class Conflict(PocketrunError):
     status, type, title = 409, "conflict", "Conflict"
 
 
-class PayloadTooLarge(PocketrunError):
-    status, type, title = 413, "payload-too-large", "Payload too large"
-
-
 class Unauthorized(PocketrunError):
     status, type, title = 401, "unauthorized", "Unauthorized"
 

@@ -6,7 +6,7 @@ import os
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 _lock = threading.Lock()
 _last_ms = 0
@@ -38,10 +38,6 @@ def uuid7_bound(moment: datetime, *, upper: bool = False) -> uuid.UUID:
     if upper:
         return uuid.UUID(int=(ms << 80) | ((1 << 80) - 1))
     return uuid.UUID(int=ms << 80)
-
-
-def uuid7_time(value: uuid.UUID) -> datetime:
-    return datetime.fromtimestamp((value.int >> 80) / 1000, tz=UTC)
 
 
 def parse_uuid(text: str) -> uuid.UUID | None:

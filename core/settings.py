@@ -58,7 +58,6 @@ class Settings(BaseSettings):
     max_store_bytes: int = 8 * 1024 * 1024
     wait_cap: float = Field(default=60.0, ge=0)
     inline_budget: float = Field(default=30.0, ge=0)
-    default_max_steps: int = 10_000
     idempotency_ttl: float = 24 * 3600.0
     max_deliveries: int = Field(default=20, ge=1)
 

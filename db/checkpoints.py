@@ -175,9 +175,6 @@ class Checkpoints:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def _fence(self, run_id: uuid.UUID, owner: str, seq: int):
-        return and_(runs.c.id == run_id, runs.c.seq == seq, runs.c.lease_owner == owner)
-
     async def claim(self, run_id: uuid.UUID, owner: str, ttl: float) -> Claimed | None:
         """Take the run's lease if nobody live holds it; count the delivery."""
         now = utcnow()

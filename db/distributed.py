@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -195,15 +194,6 @@ class Distributed:
                 .values(expires_at=utcnow() + timedelta(seconds=ttl))
             )
             return result.rowcount
-
-    async def slots(self, flow: str | None = None, *, live_only: bool = True) -> list[Any]:
-        query = select(flow_slots)
-        if flow is not None:
-            query = query.where(flow_slots.c.flow == flow)
-        if live_only:
-            query = query.where(flow_slots.c.expires_at >= utcnow())
-        async with self.db.read() as conn:
-            return list((await conn.execute(query)).mappings().all())
 
     # --- worker heartbeats -----------------------------------------------------------------
 

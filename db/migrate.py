@@ -8,7 +8,6 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from db.database import Database
 
@@ -20,10 +19,6 @@ def _config(connection: Any | None = None) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     return config
-
-
-def head_revision() -> str:
-    return ScriptDirectory.from_config(_config()).get_current_head() or ""
 
 
 async def upgrade(db: Database, revision: str = "head") -> None:

@@ -11,7 +11,6 @@ import socket
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -41,13 +40,6 @@ class Outcome(StrEnum):
 
 def default_worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-@dataclass(slots=True)
-class _Run:
-    claimed: Claimed
-    spec: FlowSpec
-    seq: int
 
 
 class RunEngine:

@@ -83,13 +83,6 @@ def _raw(store: SharedStore) -> dict[str, bytes]:
     return store._bytes  # the committed JSON per key; same package, read-only here
 
 
-def _from_raw(values: dict[str, bytes], max_bytes: int) -> SharedStore:
-    store = SharedStore(None, max_bytes=max_bytes)
-    store._bytes = values
-    store._size = sum(len(v) for v in values.values())
-    return store
-
-
 class RedisStore:
     """The engine's store hook (``RunEngine(store_sync=...)``) backed by Redis."""
 
@@ -133,7 +126,7 @@ class RedisStore:
             if raw and raw.get(SEQ) == str(claimed.seq).encode():
                 self.stats["hits"] += 1
                 values = {k[2:].decode(): v for k, v in raw.items() if k.startswith(PREFIX)}
-                return _from_raw(values, self.settings.max_store_bytes)
+                return SharedStore.from_raw(values, max_bytes=self.settings.max_store_bytes)
         store = await rebuild(claimed)
         if claimed.seq > 0:
             self.stats["rebuilds"] += 1
@@ -215,7 +208,10 @@ class RedisStore:
             # Redis lost the run (restart, eviction) or never had it: seed it from this
             # process's copy, which the database just confirmed.
             await self._write_seed(
-                key, new_seq, _from_raw(values, self.settings.max_store_bytes), force=False
+                key,
+                new_seq,
+                SharedStore.from_raw(values, max_bytes=self.settings.max_store_bytes),
+                force=False,
             )
         await self._notify(run_id)
 

@@ -41,11 +41,16 @@ class SharedStore:
 
     def __init__(self, values: dict[str, Any] | None = None, *, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._bytes: dict[str, bytes] = {}
-        self._size = 0
-        for key, value in (values or {}).items():
-            self._bytes[key] = strict_dumps(value)
-        self._size = sum(len(b) for b in self._bytes.values())
+        self._bytes: dict[str, bytes] = {
+            key: strict_dumps(value) for key, value in (values or {}).items()
+        }
+
+    @classmethod
+    def from_raw(cls, values: dict[str, bytes], *, max_bytes: int) -> SharedStore:
+        """A store from JSON bytes per key, as another copy (Redis) keeps them."""
+        store = cls(max_bytes=max_bytes)
+        store._bytes = values
+        return store
 
     def working_copy(self) -> dict[str, Any]:
         return {key: orjson.loads(raw) for key, raw in self._bytes.items()}
