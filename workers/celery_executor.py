@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from core.changes import ChangeFeed
+from core.metrics import QUEUE_DEPTH, WORKERS_ALIVE
 from core.settings import Settings
 from db.database import Database
 from db.distributed import Distributed
@@ -149,6 +150,7 @@ class CeleryExecutor:
             names, processes = await self.dist.count_live_workers()
             body["workers"] = names
             body["worker_processes"] = processes
+            WORKERS_ALIVE.set(names)
             if names < self.settings.ready_min_workers:
                 ok = False
         except Exception as exc:
@@ -158,6 +160,7 @@ class CeleryExecutor:
             with contextlib.suppress(Exception):
                 queues = sorted({spec.queue for spec in self.registry.all()})
                 body["queued"] = await self.dispatcher.depth(queues)
+                QUEUE_DEPTH.set(sum(body["queued"].values()))
         body["inline"] = len(self._inline)
         body["ready"] = ok
         return body

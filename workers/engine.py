@@ -18,6 +18,7 @@ import structlog
 
 from core.changes import ChangeFeed
 from core.errors import FlowDefinitionError
+from core.metrics import RUNS_FINISHED, STEP_SECONDS
 from core.settings import Settings
 from db.checkpoints import Checkpoints, Claimed, LeaseLost, StepRecord
 from db.database import Database
@@ -102,7 +103,7 @@ class RunEngine:
         spec = self.registry.find(claimed.flow, claimed.flow_version)
         if spec is None or spec.graph_hash != claimed.graph_hash:
             return await self._end(
-                claimed.id,
+                claimed,
                 seq,
                 "failed",
                 {
@@ -114,7 +115,7 @@ class RunEngine:
             )
         if claimed.deliveries > self.settings.max_deliveries:
             return await self._end(
-                claimed.id,
+                claimed,
                 seq,
                 "failed",
                 {
@@ -125,12 +126,15 @@ class RunEngine:
                 },
             )
         if claimed.cancel_requested:
-            return await self._end(run_id, seq, "cancelled", _cancelled())
+            return await self._end(claimed, seq, "cancelled", _cancelled())
         try:
             _, graph = spec.instantiate()
         except FlowDefinitionError as exc:
             return await self._end(
-                run_id, seq, "failed", {"type": "flow_changed", "message": exc.detail, "node": None}
+                claimed,
+                seq,
+                "failed",
+                {"type": "flow_changed", "message": exc.detail, "node": None},
             )
         if self.store_sync is not None:
             store = await self.store_sync.load(claimed, self._load_store)
@@ -141,6 +145,7 @@ class RunEngine:
         runner = StepRunner(graph, self.threads, str(run_id))
         loop = asyncio.get_running_loop()
         until = loop.time() + budget if budget is not None else None
+        step_seconds = STEP_SECONDS.labels(claimed.flow)
         first = True  # a budget pauses only after a step: every advance makes progress
         while True:
             if self.stopping.is_set() or (not first and until is not None and loop.time() >= until):
@@ -150,14 +155,14 @@ class RunEngine:
             now = utcnow()
             if claimed.deadline_at is not None and now >= claimed.deadline_at:
                 return await self._end(
-                    run_id,
+                    claimed,
                     seq,
                     "timed_out",
                     _deadline_error(claimed, cursor.next),
                 )
             if seq >= spec.max_steps:
                 return await self._end(
-                    run_id,
+                    claimed,
                     seq,
                     "failed",
                     {
@@ -168,6 +173,7 @@ class RunEngine:
                 )
             timeout = _step_timeout(spec, claimed, now)
             structlog.contextvars.bind_contextvars(step=seq + 1)
+            began = loop.time()
             result = await runner.step(cursor, store.working_copy(), seq + 1, timeout)
             if result.error is not None:
                 error = result.error
@@ -180,14 +186,13 @@ class RunEngine:
                     error = StepError(
                         "run_timeout", deadline["message"], error.node, "timed_out", error.attempts
                     )
-                return await self._fail_step(run_id, seq, result, error)
+                return await self._fail_step(claimed, seq, result, error)
             try:
                 delta = store.diff(result.shared, result.node or "")
             except StoreError as exc:
                 error = StepError(exc.type, exc.message, result.node or "")
-                return await self._fail_step(run_id, seq, result, error)
+                return await self._fail_step(claimed, seq, result, error)
             done = result.cursor.done
-            values: dict[str, Any] = {}
             if result.node is not None:
                 new_seq = seq + 1
                 step = StepRecord(
@@ -205,6 +210,7 @@ class RunEngine:
             else:
                 new_seq, step = seq, None
             store.apply(delta)
+            values: dict[str, Any]
             if done:
                 values = self._final(spec, store, new_seq, "succeeded")
             else:
@@ -221,13 +227,15 @@ class RunEngine:
             )
             if self.store_sync is not None:
                 await self.store_sync.committed(run_id, seq, new_seq, delta, store, done)
+            step_seconds.observe(loop.time() - began)
             seq = new_seq
             cursor = result.cursor
             self._published(run_id)
             if done:
+                RUNS_FINISHED.labels(claimed.flow, "succeeded").inc()
                 return Outcome.finished
             if cancel:
-                return await self._end(run_id, seq, "cancelled", _cancelled(cursor.next))
+                return await self._end(claimed, seq, "cancelled", _cancelled(cursor.next))
 
     async def _load_store(self, claimed: Claimed) -> SharedStore:
         limit = self.settings.max_store_bytes
@@ -256,7 +264,7 @@ class RunEngine:
         }
 
     async def _fail_step(
-        self, run_id: uuid.UUID, seq: int, result: StepResult, error: StepError
+        self, claimed: Claimed, seq: int, result: StepResult, error: StepError
     ) -> Outcome:
         step = StepRecord(
             seq + 1,
@@ -272,11 +280,11 @@ class RunEngine:
         )
         status = "timed_out" if error.status == "timed_out" else "failed"
         log.info("step failed", node=error.node, error=error.type)
-        return await self._end(run_id, seq, status, error.to_json(), step)
+        return await self._end(claimed, seq, status, error.to_json(), step)
 
     async def _end(
         self,
-        run_id: uuid.UUID,
+        claimed: Claimed,
         seq: int,
         status: str,
         error: dict | None,
@@ -290,12 +298,14 @@ class RunEngine:
             "lease_owner": None,
             "lease_expires_at": None,
         }
+        run_id = claimed.id
         await self.checkpoints.commit(
             run_id, self.owner, seq, self.settings.lease_ttl, step, values
         )
         if self.store_sync is not None:
             await self.store_sync.ended(run_id)
         self._published(run_id)
+        RUNS_FINISHED.labels(claimed.flow, status).inc()
         log.info("run ended", status=status)
         return Outcome.finished
 

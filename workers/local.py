@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from core.changes import ChangeFeed
+from core.metrics import IN_FLIGHT, QUEUE_DEPTH
 from core.settings import Settings
 from db.checkpoints import Checkpoints
 from db.database import Database
@@ -68,6 +69,7 @@ class LocalExecutor:
             return
         self._known.add(run_id)
         self._queue.put_nowait((-priority, next(self._order), run_id))
+        QUEUE_DEPTH.set(self._queue.qsize())
 
     async def run_inline(self, run_id: uuid.UUID, budget: float) -> None:
         self._known.add(run_id)
@@ -84,6 +86,7 @@ class LocalExecutor:
         task = asyncio.current_task()
         assert task is not None
         self._in_flight.add(task)
+        IN_FLIGHT.set(len(self._in_flight))
         self._active.add(run_id)
         try:
             return await self.engine.advance(run_id, budget=budget)
@@ -94,11 +97,13 @@ class LocalExecutor:
             return Outcome.paused
         finally:
             self._in_flight.discard(task)
+            IN_FLIGHT.set(len(self._in_flight))
             self._active.discard(run_id)
 
     async def _work(self) -> None:
         while True:
             _, _, run_id = await self._queue.get()
+            QUEUE_DEPTH.set(self._queue.qsize())
             try:
                 if not self.engine.stopping.is_set():
                     await self._advance(run_id, None)
