@@ -239,12 +239,10 @@ class RunEngine:
 
     async def _load_store(self, claimed: Claimed) -> SharedStore:
         limit = self.settings.max_store_bytes
-        if claimed.seq == 0 or (claimed.state is None and claimed.state_seq == 0):
-            store = SharedStore(claimed.input, max_bytes=limit)
-            after = 0
+        if claimed.state is None:  # no snapshot yet: the input and every delta
+            store, after = SharedStore(claimed.input, max_bytes=limit), 0
         else:
-            store = SharedStore(claimed.state, max_bytes=limit)
-            after = claimed.state_seq
+            store, after = SharedStore(claimed.state, max_bytes=limit), claimed.state_seq
         if claimed.seq > after:
             for delta in await self.checkpoints.deltas(claimed.id, after):
                 store.apply_json(delta)
