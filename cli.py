@@ -106,7 +106,7 @@ def workers(
     table = Table("name", "pid", "host", "queues", "running", "heartbeat", "alive")
     now = utcnow()
     for row in rows:
-        alive = row.expires_at >= now
+        alive = row.alive
         table.add_row(
             row.name,
             str(row.pid),
@@ -117,10 +117,8 @@ def workers(
             "[green]yes[/green]" if alive else "[red]no[/red]",
         )
     console.print(table)
-    names = {row.name for row in rows if row.expires_at >= now}
-    console.print(
-        f"{len(names)} worker(s) alive, {sum(r.expires_at >= now for r in rows)} process(es)"
-    )
+    names = {row.name for row in rows if row.alive}
+    console.print(f"{len(names)} worker(s) alive, {sum(r.alive for r in rows)} process(es)")
 
 
 async def _migrate_only(settings: Settings) -> None:
@@ -129,11 +127,10 @@ async def _migrate_only(settings: Settings) -> None:
 
 
 async def list_workers(settings: Settings, include_dead: bool) -> list[Any]:
-    from db.distributed import Distributed
 
     db = await _open(settings)
     try:
-        return await Distributed(db).live_workers(include_dead=include_dead)
+        return await db.live_workers(include_dead=include_dead)
     finally:
         await db.close()
 
@@ -256,13 +253,13 @@ def runs_cancel(run_id: Annotated[str, typer.Argument()]) -> None:
 
 
 async def _open(settings: Settings):
-    from db.database import Database
     from db.migrate import upgrade
+    from db.store import open_store
 
-    db = Database(settings.database_url)
+    store = open_store(settings.database_url)
     if settings.auto_migrate:
-        await upgrade(db)
-    return db
+        await upgrade(store.sa)
+    return store
 
 
 def _print_step(step: Any) -> None:
@@ -281,9 +278,10 @@ async def start_run(
 
     from core.errors import NotFound
     from core.principal import LOCAL_PRINCIPAL
-    from db.runs import NewRun, RunRepository
+    from db.store import NewRun
     from flows.registry import load_flows
     from workers.factory import make_executor
+    from workers.local import LocalExecutor
 
     registry = load_flows(settings.flow_modules)
     try:
@@ -296,7 +294,7 @@ async def start_run(
         err.print(f"[red]invalid input:[/red] {exc}")
         return 2
     db = await _open(settings)
-    repo = RunRepository(db)
+    repo = db
     try:
         row, _ = await repo.create(
             NewRun(
@@ -316,17 +314,23 @@ async def start_run(
         )
         run_id = row["id"]
         out.print(f"run [bold]{run_id}[/bold] ({spec.name} v{spec.version})")
-        executor = make_executor(settings, db, registry)
         if not wait:
             if settings.executor == "celery":
-                await executor.submit(run_id, priority=priority, queue=spec.queue)
+                await make_executor(settings, db, registry).submit(
+                    run_id, priority=priority, queue=spec.queue
+                )
             else:
                 out.print("queued: a running `pocketrun serve` on this database picks it up")
             return 0
         if settings.executor == "local":
-            task = asyncio.create_task(executor.run_inline(run_id, budget=float("inf")))
+            # This process runs it, its supervisor keeping the lease; it sweeps nobody's runs.
+            local = LocalExecutor(db, registry, settings, sweep=False)
+            await local.start()
+            task = asyncio.create_task(local.run_inline(run_id, budget=float("inf")))
         else:
-            await executor.submit(run_id, priority=priority, queue=spec.queue)
+            await make_executor(settings, db, registry).submit(
+                run_id, priority=priority, queue=spec.queue
+            )
             task = None
         shown = 0
         while True:
@@ -339,6 +343,7 @@ async def start_run(
             await asyncio.sleep(0.1)
         if task is not None:
             await task
+            await local.stop()
         style = STATUS_STYLE.get(current["status"], "")
         out.print(f"[{style}]{current['status']}[/{style}]")
         if current["output"] is not None:
@@ -353,23 +358,20 @@ async def start_run(
 async def list_runs(
     settings: Settings, flow: str | None, statuses: list[str], limit: int
 ) -> list[Any]:
-    from db.runs import RunFilter, RunRepository
+    from db.store import RunFilter
 
     db = await _open(settings)
     try:
-        return await RunRepository(db).list(
-            RunFilter(tenant=None, flow=flow, statuses=statuses, limit=limit)
-        )
+        return await db.list(RunFilter(tenant=None, flow=flow, statuses=statuses, limit=limit))
     finally:
         await db.close()
 
 
 async def show_run(settings: Settings, run_id: uuid.UUID, out: Console) -> bool:
-    from db.runs import RunRepository
 
     db = await _open(settings)
     try:
-        repo = RunRepository(db)
+        repo = db
         row = await repo.get(run_id)
         if row is None:
             err.print("run not found")
@@ -401,11 +403,10 @@ async def show_run(settings: Settings, run_id: uuid.UUID, out: Console) -> bool:
 
 
 async def cancel_run(settings: Settings, run_id: uuid.UUID) -> str | None:
-    from db.runs import RunRepository
 
     db = await _open(settings)
     try:
-        row = await RunRepository(db).cancel(run_id)
+        row = await db.cancel(run_id)
         if row is None:
             return None
         return "cancel requested" if row["status"] == "running" else row["status"]

@@ -15,10 +15,8 @@ from api.security import start_security
 from api.state import AppState
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
-from db.checkpoints import Checkpoints
-from db.database import Database
 from db.migrate import upgrade
-from db.runs import RunRepository
+from db.store import open_store
 from flows.registry import load_flows
 from workers.factory import make_executor
 
@@ -32,16 +30,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level, json=settings.log_json)
         registry = load_flows(settings.flow_modules)
-        db = Database(settings.database_url)
+        store = open_store(settings.database_url)
         if settings.auto_migrate:
-            await upgrade(db)
-        await Checkpoints(db).sync_flows(
+            await upgrade(store.sa)
+        await store.sync_flows(
             [(s.name, s.version, s.graph_hash, s.description) for s in registry.all()]
         )
-        executor = make_executor(settings, db, registry)
-        state = AppState(settings, db, RunRepository(db), registry, executor)
+        executor = make_executor(settings, store, registry)
+        state = AppState(settings, store, registry, executor)
         app.state.pocketrun = state
-        app.state.security = await start_security(settings, db)
+        app.state.security = await start_security(settings, store)
         await executor.start()
         log.info("pocketrun ready", executor=executor.name, flows=len(registry.all()))
         try:
@@ -51,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await executor.stop()
             for task in list(state.tasks):
                 task.cancel()
-            await db.close()
+            await store.close()
 
     app = FastAPI(
         title="pocketrun",

@@ -38,7 +38,7 @@ from core.ids import parse_uuid
 from core.jsonutil import dumps
 from core.metrics import RUNS_CREATED
 from db.audit import audit_row
-from db.runs import TERMINAL
+from db.store import TERMINAL
 
 Scope = dict[str, Any]
 
@@ -138,7 +138,7 @@ class PollFastPath:
         run_id = parse_uuid(match.group(1))
         if run_id is None:
             return False
-        row = await state.runs.get(run_id)
+        row = await state.store.get(run_id)
         if row is None or not can_see_run(principal, row):
             return False
         scope["route"] = route
@@ -219,7 +219,7 @@ class CreateFastPath:
             return audited
 
         # From here on this is the call: it answers, or fails, as the route would.
-        row, _ = await state.runs.create(new, None, extra_rows=audit_rows)
+        row, _ = await state.store.create(new, None, extra_rows=audit_rows)
         RUNS_CREATED.labels(spec.name).inc()
         try:
             await state.executor.submit(row["id"], priority=body.priority, queue=spec.queue)

@@ -12,8 +12,8 @@ from api.ratelimit import Headers, RateLimiter
 from core.principal import Principal
 from core.settings import Settings
 from db.audit import AuditRepository
-from db.database import Database
 from db.keys import KeyRepository
+from db.store import RunStore
 
 HEADERS_SCOPE_KEY = "pocketrun.headers"
 
@@ -44,9 +44,9 @@ def _add_headers(request: Request, headers: Headers) -> None:
         request.scope.setdefault(HEADERS_SCOPE_KEY, []).extend(headers)
 
 
-async def start_security(settings: Settings, db: Database) -> SecurityState:
+async def start_security(settings: Settings, store: RunStore) -> SecurityState:
     """Seed or mint the first admin key, build the authenticator and the limiter."""
-    keys = KeyRepository(db)
+    keys = KeyRepository(store)
     seeded = settings.admin_key.get_secret_value() if settings.admin_key else None
     minted = await keys.bootstrap(seeded)
     if minted is not None:
@@ -64,7 +64,7 @@ async def start_security(settings: Settings, db: Database) -> SecurityState:
     return SecurityState(
         settings=settings,
         keys=keys,
-        audit=AuditRepository(db),
+        audit=AuditRepository(store),
         authenticator=Authenticator(settings, keys),
         limiter=limiter,
     )

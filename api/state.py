@@ -8,8 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from core.settings import Settings
-from db.database import Database
-from db.runs import TERMINAL, RunRepository
+from db.store import TERMINAL, RunStore
 from flows.registry import Registry
 from workers.executor import Executor
 
@@ -17,8 +16,7 @@ from workers.executor import Executor
 @dataclass
 class AppState:
     settings: Settings
-    db: Database
-    runs: RunRepository
+    store: RunStore
     registry: Registry
     executor: Executor
     tasks: set[asyncio.Task] = field(default_factory=set)
@@ -40,7 +38,7 @@ class AppState:
         deadline = loop.time() + timeout
         while True:
             event = self.executor.changes.waiter(run_id)
-            current = await self.runs.version(run_id)
+            current = await self.store.version(run_id)
             if current is None:
                 return
             version, status = current

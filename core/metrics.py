@@ -21,3 +21,9 @@ API_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
 )
 WORKERS_ALIVE = Gauge("pocketrun_workers_alive", "Workers with a live heartbeat")
+ABANDONED_THREADS = Gauge(
+    "pocketrun_step_threads_abandoned", "Step threads still inside a call that timed out"
+)
+SUPERVISOR_FAILURES = Counter(
+    "pocketrun_supervisor_failures_total", "Supervisor duties that failed", ["duty"]
+)

@@ -10,8 +10,8 @@ from sqlalchemy import Table, delete, select
 from sqlalchemy.engine import RowMapping
 
 from core.ids import uuid7
-from db.database import Database
 from db.models import audit_log
+from db.store import RunStore
 from db.types import utcnow
 
 
@@ -28,7 +28,7 @@ class AuditRecord:
 
 
 def audit_row(entry: AuditRecord) -> tuple[Table, dict[str, Any]]:
-    """The entry as a row to insert (``Database.insert_rows``), with a fresh time-ordered id:
+    """The entry as a row to insert (``RunStore.insert_rows``), with a fresh time-ordered id:
     lets a caller write it in the same transaction as the change it records."""
     now = utcnow()
     return audit_log, {
@@ -46,13 +46,14 @@ def audit_row(entry: AuditRecord) -> tuple[Table, dict[str, Any]]:
 
 
 class AuditRepository:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self.db = store.sa
 
     async def record(self, entry: AuditRecord) -> uuid.UUID:
         table, values = audit_row(entry)
         # Group commit: concurrent calls' entries share one write transaction.
-        await self.db.insert_rows((table, values))
+        await self.store.insert_rows((table, values))
         return values["id"]
 
     async def discard(self, entry_id: uuid.UUID) -> None:

@@ -11,14 +11,14 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from core.errors import InvalidInput
 from core.principal import Role
-from db.database import Database
 from db.models import api_keys
+from db.store import RunStore
 from db.types import utcnow
 
 KEY_PREFIX = "prk_"
@@ -60,8 +60,9 @@ class NewKey:
 
 
 class KeyRepository:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self.db = store.sa
 
     async def create(self, new: NewKey, *, secret: str | None = None) -> tuple[RowMapping, str]:
         """Store a key; returns its row and the key itself (the only time it is seen)."""
@@ -151,8 +152,7 @@ class KeyRepository:
             )
         try:
             async with self.db.write() as conn:
-                if self.db.dialect == "postgresql":
-                    await conn.execute(text("SELECT pg_advisory_xact_lock(7263319)"))
+                await self.store.serialize(conn, "pocketrun-bootstrap")
                 if admin_key is not None:
                     found = await conn.execute(
                         select(api_keys.c.id).where(api_keys.c.key_hash == hash_key(admin_key))

@@ -24,8 +24,7 @@ from pocketflow import AsyncFlow, AsyncNode, Flow, Node
 from pydantic import BaseModel, Field
 
 from core.context import step_key
-from db.database import Database
-from db.runs import NewRun, RunRepository
+from db.store import NewRun, open_store
 from flows.registry import REGISTRY, register
 from tests.edge_flows import CountedIn, Step, build_counted
 from tests.support import BIN, ROOT, RedisServer, wait_until
@@ -321,11 +320,11 @@ async def _create_runs(
     priority: int,
     dispatch: bool,
 ) -> list[uuid.UUID]:
-    db = Database(database_url)
+    db = open_store(database_url)
     client = redis_client(redis_url)
     ids: list[uuid.UUID] = []
     try:
-        repo = RunRepository(db)
+        repo = db
         created = []
         for flow, data in specs:
             spec = REGISTRY.get(flow)

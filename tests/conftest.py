@@ -13,6 +13,7 @@ import pytest
 
 from db.database import Database
 from db.migrate import upgrade
+from db.store import RunStore, open_store
 from tests.support import TEST_AUTH, Server
 
 PG_ADMIN = os.environ.get("POCKETRUN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -74,10 +75,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    database = Database(db_url)
-    yield database
-    await database.close()
+async def db(db_url: str) -> AsyncIterator[RunStore]:
+    """The run store on the test's database."""
+    store = open_store(db_url)
+    yield store
+    await store.close()
 
 
 @pytest.fixture

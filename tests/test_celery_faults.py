@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from db.database import Database
-from db.runs import RunRepository
+from db.store import open_store
 from tests import celery_support as cs
 from tests.support import wait_until
 
@@ -32,9 +31,9 @@ def _lines(path: Path) -> list[str]:
 
 def _cancel(url: str, run_id) -> None:
     async def main() -> None:
-        db = Database(url)
+        db = open_store(url)
         try:
-            await RunRepository(db).cancel(run_id)
+            await db.cancel(run_id)
         finally:
             await db.close()
 

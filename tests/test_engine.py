@@ -16,8 +16,7 @@ from pydantic import BaseModel
 
 from core.context import step_key
 from core.jsonutil import strict_dumps
-from db.database import Database
-from db.runs import RunRepository
+from db.store import RunStore
 from flows.registry import REGISTRY, Registry, register
 from nodes import named
 from nodes.control import SetKey
@@ -186,7 +185,7 @@ register("t-late", build_late, step_timeout=0.3, registry=LOCAL)
 # helpers
 
 
-async def rebuilt_store(db: Database, run_id: uuid.UUID) -> dict[str, Any]:
+async def rebuilt_store(db: RunStore, run_id: uuid.UUID) -> dict[str, Any]:
     """The committed store: the run's input with every committed step's delta applied."""
     run = await run_row(db, run_id)
     store = SharedStore(run["input"], max_bytes=1 << 30)
@@ -242,13 +241,11 @@ async def test_hand_offs_at_checkpoints_do_not_count_toward_the_delivery_cap(db)
 
 
 async def test_run_that_keeps_dying_mid_step_hits_the_delivery_cap(db) -> None:
-    from db.checkpoints import Checkpoints
-
     run_id = await create_run(db, "long", {"steps": 8, "delay": 0})
     settings = settings_for(db, max_deliveries=3)
     assert await advance_once(db, run_id, settings, budget=0) is Outcome.paused
     for i in range(3):  # three holders claim it and die before their step commits
-        assert await Checkpoints(db).claim(run_id, f"dead-{i}", 0.01) is not None
+        assert await db.claim(run_id, f"dead-{i}", 0.01) is not None
         await asyncio.sleep(0.03)
     assert await advance_once(db, run_id, settings) is Outcome.finished
     run = await run_row(db, run_id)
@@ -383,7 +380,7 @@ async def test_cancel_of_running_run_stops_it_between_nodes(db) -> None:
     run_id = await create_run(db, "long", {"steps": total, "delay": 0.02})
     executor = LocalExecutor(db, REGISTRY, settings_for(db, concurrency=2, sweep_interval=0.2))
     await executor.start()
-    repo = RunRepository(db)
+    repo = db
     try:
         await executor.submit(run_id)
         await wait_for(lambda: _seq_at_least(db, run_id, 3))
@@ -406,7 +403,7 @@ async def test_cancel_of_running_run_stops_it_between_nodes(db) -> None:
 
 async def test_cancel_of_queued_run_is_immediate_and_nothing_runs(db) -> None:
     run_id = await create_run(db, "hello", {"name": "x"})
-    row = await RunRepository(db).cancel(run_id)
+    row = await db.cancel(run_id)
     assert row["status"] == "cancelled"
     assert row["finished_at"] is not None
     assert await advance_once(db, run_id, settings_for(db)) is Outcome.skipped
@@ -418,17 +415,17 @@ async def test_cancel_flag_seen_at_claim_ends_run_before_next_step(db) -> None:
     run_id = await create_run(db, "long", {"steps": 5, "delay": 0})
     settings = settings_for(db)
     assert await advance_once(db, run_id, settings, budget=0) is Outcome.paused
-    assert (await RunRepository(db).cancel(run_id))["status"] == "running"
+    assert (await db.cancel(run_id))["status"] == "running"
     assert await advance_once(db, run_id, settings) is Outcome.finished
     run = await run_row(db, run_id)
     assert (run["status"], run["seq"]) == ("cancelled", 1)
 
 
-async def _seq_at_least(db: Database, run_id: uuid.UUID, n: int) -> bool:
+async def _seq_at_least(db: RunStore, run_id: uuid.UUID, n: int) -> bool:
     return (await run_row(db, run_id))["seq"] >= n
 
 
-async def _terminal(db: Database, run_id: uuid.UUID) -> bool:
+async def _terminal(db: RunStore, run_id: uuid.UUID) -> bool:
     return (await run_row(db, run_id))["status"] in TERMINAL
 
 
@@ -472,11 +469,11 @@ async def test_lease_fences_out_a_second_engine_until_it_expires(db, tmp_path: P
 
 
 async def test_commit_after_lease_lost_raises_and_writes_nothing(db) -> None:
-    from db.checkpoints import Checkpoints, LeaseLost, StepRecord
+    from db.store import LeaseLost, StepRecord
     from db.types import utcnow
 
     run_id = await create_run(db, "hello", {"name": "x"})
-    cp = Checkpoints(db)
+    cp = db
     assert await cp.claim(run_id, "a", 0.05) is not None
     assert await cp.claim(run_id, "b", 10) is None  # a's lease is live
     await asyncio.sleep(0.1)
@@ -484,17 +481,17 @@ async def test_commit_after_lease_lost_raises_and_writes_nothing(db) -> None:
     now = utcnow()
     record = StepRecord(1, "Greet", "succeeded", 1, None, now, now, "a", None, None)
     with pytest.raises(LeaseLost):
-        await cp.commit(run_id, "a", 0, 10, record, {"current_node": "x"})
+        await cp.checkpoint(run_id, "a", 0, 10, record, {"current_node": "x"})
     assert await step_rows(db, run_id) == []
     # b's commit fenced by the same seq succeeds once; a replay of it is fenced out
     record.worker = "b"
-    await cp.commit(run_id, "b", 0, 10, record, {})
+    await cp.checkpoint(run_id, "b", 0, 10, record, {})
     with pytest.raises(LeaseLost):
-        await cp.commit(run_id, "b", 0, 10, record, {})
+        await cp.checkpoint(run_id, "b", 0, 10, record, {})
     assert [r["seq"] for r in await step_rows(db, run_id)] == [1]
 
 
-async def _owned_by(db: Database, run_id: uuid.UUID, owner: str) -> bool:
+async def _owned_by(db: RunStore, run_id: uuid.UUID, owner: str) -> bool:
     return (await run_row(db, run_id))["lease_owner"] == owner
 
 

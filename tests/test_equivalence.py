@@ -16,9 +16,8 @@ import pytest
 from sqlalchemy import select, update
 
 from core.settings import Settings
-from db.database import Database
 from db.models import runs, steps
-from db.runs import NewRun, RunRepository
+from db.store import NewRun, RunStore
 from flows.registry import REGISTRY, Registry
 from tests.edge_flows import EDGE_FLOWS, EXAMPLE_INPUTS, run_pocketflow
 from workers.engine import Outcome, RunEngine
@@ -33,7 +32,7 @@ CASE_IDS = [f"{name}-{i}" for i, (name, _) in enumerate(CASES)]
 
 
 async def create_run(
-    db: Database,
+    db: RunStore,
     name: str,
     data: dict[str, Any],
     *,
@@ -42,7 +41,7 @@ async def create_run(
     graph_hash: str | None = None,
 ) -> uuid.UUID:
     spec = registry.get(name)
-    row, created = await RunRepository(db).create(
+    row, created = await db.create(
         NewRun(
             tenant="t1",
             principal="tester",
@@ -61,30 +60,30 @@ async def create_run(
     return row["id"]
 
 
-async def run_row(db: Database, run_id: uuid.UUID) -> dict[str, Any]:
-    async with db.read() as conn:
+async def run_row(db: RunStore, run_id: uuid.UUID) -> dict[str, Any]:
+    async with db.sa.read() as conn:
         row = (await conn.execute(select(runs).where(runs.c.id == run_id))).mappings().one()
     return dict(row)
 
 
-async def step_rows(db: Database, run_id: uuid.UUID) -> list[dict[str, Any]]:
-    async with db.read() as conn:
+async def step_rows(db: RunStore, run_id: uuid.UUID) -> list[dict[str, Any]]:
+    async with db.sa.read() as conn:
         result = await conn.execute(
             select(steps).where(steps.c.run_id == run_id).order_by(steps.c.seq)
         )
         return [dict(r) for r in result.mappings()]
 
 
-def settings_for(db: Database, **overrides: Any) -> Settings:
-    return Settings(database_url=db.url, **overrides)
+def settings_for(db: RunStore, **overrides: Any) -> Settings:
+    return Settings(database_url=db.sa.url, **overrides)
 
 
-def new_engine(db: Database, settings: Settings, registry: Registry = REGISTRY, **kw) -> RunEngine:
+def new_engine(db: RunStore, settings: Settings, registry: Registry = REGISTRY, **kw) -> RunEngine:
     return RunEngine(db, registry, settings, **kw)
 
 
 async def advance_once(
-    db: Database,
+    db: RunStore,
     run_id: uuid.UUID,
     settings: Settings,
     registry: Registry = REGISTRY,
@@ -110,7 +109,7 @@ async def reference(name: str, data: dict[str, Any]) -> tuple[dict[str, Any], li
 
 
 async def _check_equivalent(
-    db: Database, name: str, data: dict[str, Any], run_id: uuid.UUID
+    db: RunStore, name: str, data: dict[str, Any], run_id: uuid.UUID
 ) -> list[dict[str, Any]]:
     expected_store, expected_path = await reference(name, data)
     run = await run_row(db, run_id)
@@ -132,7 +131,7 @@ async def _check_equivalent(
 
 @pytest.mark.parametrize(("name", "data"), CASES, ids=CASE_IDS)
 async def test_run_in_one_go_matches_pocketflow_store_and_path(
-    db: Database, name: str, data: dict[str, Any]
+    db: RunStore, name: str, data: dict[str, Any]
 ) -> None:
     run_id = await create_run(db, name, data)
     assert await advance_once(db, run_id, settings_for(db)) is Outcome.finished
@@ -140,7 +139,7 @@ async def test_run_in_one_go_matches_pocketflow_store_and_path(
 
 
 async def _handed_over_at_every_checkpoint(
-    db: Database, name: str, data: dict[str, Any], settings: Settings
+    db: RunStore, name: str, data: dict[str, Any], settings: Settings
 ) -> tuple[uuid.UUID, int]:
     run_id = await create_run(db, name, data)
     advances = 0
@@ -159,7 +158,7 @@ async def _handed_over_at_every_checkpoint(
 
 @pytest.mark.parametrize(("name", "data"), CASES, ids=CASE_IDS)
 async def test_run_handed_to_a_new_engine_at_every_checkpoint_matches_pocketflow(
-    db: Database, name: str, data: dict[str, Any]
+    db: RunStore, name: str, data: dict[str, Any]
 ) -> None:
     """Each step resumes from the cursor in a fresh engine; its store is rebuilt from the
     deltas (default snapshot interval), then, in a second run, from a snapshot every 3 steps
@@ -173,7 +172,7 @@ async def test_run_handed_to_a_new_engine_at_every_checkpoint_matches_pocketflow
 
 
 async def test_snapshot_is_written_every_n_steps_and_the_next_engine_rebuilds_from_it(
-    db: Database,
+    db: RunStore,
 ) -> None:
     name, data = "long", {"steps": 8, "delay": 0}
     settings = settings_for(db, snapshot_every=3)
@@ -185,7 +184,7 @@ async def test_snapshot_is_written_every_n_steps_and_the_next_engine_rebuilds_fr
         if run["seq"] == 4:
             # mark the snapshot taken at step 3: only a rebuild that starts from it (and
             # replays just the deltas after it) carries the mark into the final store
-            async with db.write() as conn:
+            async with db.sa.write() as conn:
                 await conn.execute(
                     update(runs)
                     .where(runs.c.id == run_id)

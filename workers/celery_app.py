@@ -5,12 +5,13 @@ fork (``worker_process_init``), its own event loop, database engine, Redis clien
 ``RunEngine`` whose step ``worker`` field is the worker's NAME; nothing is inherited. A task
 advances its run for one time slice (``TIME_SLICE``) and requeues it when it paused.
 
-Each child also runs a heartbeat thread (its own loop and connections) that:
-* records the process in the ``workers`` table with what it is running (TTL WORKER_TTL);
-* renews the run leases and concurrency slots this process holds, so only a dead process
-  lets them expire;
+Each child also runs its ``Supervisor`` on a thread of its own (its own loop and store),
+which:
+* records the process in the worker registry with what it is running (TTL WORKER_TTL);
+* renews the leases and concurrency slots of the runs this process is advancing, so only
+  a dead process lets them expire;
 * when it holds the ``sweeper`` lock (one live process at a time), sends a message for
-  every unfinished run that no live lease holds (``Distributed.take_orphans``), and for all
+  every unfinished run that no live lease holds (``RunStore.take_orphans``), and for all
   unleased ones when the broker restarted (its run_id changed) and lost its queues.
 
 Celery's soft time limit (TASK_SOFT_TIME_LIMIT) is re-raised as ``StepTimeLimit``, a
@@ -24,11 +25,8 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import threading
-import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
@@ -36,15 +34,15 @@ from celery import Celery, signals
 
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
-from db.checkpoints import CLAIMABLE, Checkpoints, StepRecord
-from db.database import Database
-from db.distributed import Distributed
+from db.store import CLAIMABLE, RunStore, StepRecord, open_store
 from db.types import utcnow
 from flows.registry import load_flows
 from workers.dispatch import PRIORITY_SEP, PRIORITY_STEPS, TASK_NAME, Dispatcher, redis_client
 from workers.distributed import Advancer
 from workers.engine import RunEngine, default_worker_name
 from workers.redis_store import RedisStore
+from workers.supervisor import Registration, Supervisor
+from workers.threads import StepThreads
 
 log = structlog.get_logger("pocketrun.celery")
 
@@ -154,7 +152,7 @@ class WorkerProcess:
         self.started_at = utcnow()
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
-        self.db = Database(settings.database_url, pool_size=2)
+        self.store = open_store(settings.database_url, pool_size=2)
         self.registry = load_flows(settings.flow_modules)
         self.redis = redis_client(settings.redis_url) if settings.redis_url else None
         broker = broker_url(settings)
@@ -165,18 +163,15 @@ class WorkerProcess:
             else None
         )
         self.engine = RunEngine(
-            self.db,
+            self.store,
             self.registry,
             settings,
             worker_name=self.name,
-            threads=ThreadPoolExecutor(4, thread_name_prefix="pocketrun-step"),
+            threads=StepThreads(4),
             on_commit=self.store.notify if self.store is not None else None,
             store_sync=self.store,
         )
-        self.dist = Distributed(self.db)
-        self.advancer = Advancer(
-            self.engine, self.dist, Dispatcher(self.broker), self.registry, settings
-        )
+        self.advancer = Advancer(self.engine, Dispatcher(self.broker), self.registry, settings)
         self.heartbeat = Heartbeat(self)
         self.heartbeat.start()
 
@@ -196,7 +191,7 @@ class WorkerProcess:
             # Fresh connections and step threads: the signal may have interrupted anything.
             # The run is ended before the interrupted task is cancelled, since cancelling it
             # hands the run back (the engine releases its lease on cancellation).
-            old_db, old_threads = self._recycle()
+            old_store, old_threads = self._recycle()
             self.loop.run_until_complete(self._time_limited(rid, started))
             if not main.done():
                 main.cancel()
@@ -204,21 +199,18 @@ class WorkerProcess:
                     self.loop.run_until_complete(main)
             old_threads.shutdown(wait=False, cancel_futures=True)
             with contextlib.suppress(BaseException):
-                self.loop.run_until_complete(asyncio.wait_for(old_db.close(), 5))
+                self.loop.run_until_complete(asyncio.wait_for(old_store.close(), 5))
             return "timed_out"
 
-    def _recycle(self) -> tuple[Database, ThreadPoolExecutor]:
-        old_db, old_threads = self.db, self.engine.threads
-        self.db = Database(self.settings.database_url, pool_size=2)
-        self.engine.db = self.db
-        self.engine.checkpoints = Checkpoints(self.db)
-        self.engine.threads = ThreadPoolExecutor(4, thread_name_prefix="pocketrun-step")
-        self.dist = self.advancer.dist = Distributed(self.db)
-        return old_db, old_threads
+    def _recycle(self) -> tuple[RunStore, StepThreads]:
+        old_store, old_threads = self.store, self.engine.threads
+        self.store = self.engine.store = open_store(self.settings.database_url, pool_size=2)
+        self.engine.threads = StepThreads(4)
+        return old_store, old_threads
 
     async def _time_limited(self, run_id: uuid.UUID, started) -> None:
-        head = await self.dist.head(run_id)
-        if head is None or head.status not in CLAIMABLE or head.lease_owner != self.engine.owner:
+        head = await self.store.head(run_id)
+        if head is None or head.status not in CLAIMABLE or head.leased_by != self.engine.owner:
             return
         soft = self.settings.task_soft_time_limit
         node = head.current_node
@@ -243,7 +235,7 @@ class WorkerProcess:
             "lease_expires_at": None,
         }
         try:
-            await self.engine.checkpoints.commit(
+            await self.store.checkpoint(
                 run_id, self.engine.owner, head.seq, self.settings.lease_ttl, step, values
             )
         except Exception:
@@ -259,16 +251,20 @@ class WorkerProcess:
 
 
 class Heartbeat(threading.Thread):
-    """Liveness, lease renewal and the sweeper, on a thread of its own."""
+    """The process's supervisor, on a thread of its own with its own loop and store."""
 
     def __init__(self, proc: WorkerProcess) -> None:
-        super().__init__(name="pocketrun-heartbeat", daemon=True)
+        super().__init__(name="pocketrun-supervisor", daemon=True)
         self.proc = proc
-        self._stop_event = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_requested: asyncio.Event | None = None
         self._broker_run_id: str | None = None
 
     def stop(self, timeout: float = 5) -> None:
-        self._stop_event.set()
+        loop, event = self._loop, self._stop_requested
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # its loop already ended
+                loop.call_soon_threadsafe(event.set)
         self.join(timeout)
 
     def run(self) -> None:
@@ -276,53 +272,38 @@ class Heartbeat(threading.Thread):
 
     async def _main(self) -> None:
         proc, settings = self.proc, self.proc.settings
-        db = Database(settings.database_url, pool_size=1)
-        dist, checkpoints = Distributed(db), Checkpoints(db)
+        self._loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
+        store = open_store(settings.database_url, pool_size=1)
         broker = redis_client(broker_url(settings))
         dispatcher = Dispatcher(broker)
-        hostname = socket.gethostname()
-        lock_ttl = max(3 * settings.sweep_interval, 3 * settings.worker_heartbeat, 5.0)
-        next_sweep = next_prune = 0.0
-        interval = min(settings.worker_heartbeat, settings.sweep_interval)
+
+        async def sweep(first: bool) -> None:
+            everything = await self._broker_restarted(broker) or first
+            found = await store.take_orphans(
+                settings.redispatch_after, everything=everything, limit=5000
+            )
+            if found:
+                await dispatcher.publish_many((d.id, d.queue, d.priority) for d in found)
+                log.info("sweeper resent runs", count=len(found), everything=everything)
+
+        supervisor = Supervisor(
+            store,
+            settings,
+            owner=proc.engine.owner,
+            active=lambda: list(proc.engine.active),
+            registration=Registration(proc.worker_id, proc.name, proc.queues),
+            sweep=sweep,
+        )
+        proc.advancer.supervisor = supervisor
+        supervisor.start()
         try:
-            while not self._stop_event.is_set():
-                try:
-                    await dist.heartbeat(
-                        proc.worker_id,
-                        name=proc.name,
-                        hostname=hostname,
-                        pid=proc.pid,
-                        queues=proc.queues,
-                        running=[str(r) for r in list(proc.advancer.current)],
-                        started_at=proc.started_at,
-                        ttl=settings.worker_ttl,
-                    )
-                    current = list(proc.advancer.current)
-                    await checkpoints.renew(proc.engine.owner, settings.lease_ttl, current)
-                    await dist.renew_slots(proc.engine.owner, settings.lease_ttl)
-                except Exception as exc:
-                    log.warning("heartbeat failed", error=repr(exc))
-                restarted = await self._broker_restarted(broker)
-                now = time.monotonic()
-                if now >= next_sweep or restarted:
-                    next_sweep = now + settings.sweep_interval
-                    try:
-                        if await dist.try_lock("sweeper", proc.worker_id, lock_ttl):
-                            await self._sweep(dist, dispatcher, everything=restarted)
-                    except Exception as exc:
-                        log.warning("sweep failed", error=repr(exc))
-                if now >= next_prune:
-                    next_prune = now + 600
-                    with contextlib.suppress(Exception):
-                        await dist.prune_workers()
-                await asyncio.to_thread(self._stop_event.wait, interval)
+            await self._stop_requested.wait()
         finally:
-            with contextlib.suppress(Exception):
-                await dist.forget_worker(proc.worker_id)
-                await dist.unlock("sweeper", proc.worker_id)
+            await supervisor.stop()
             with contextlib.suppress(Exception):
                 await broker.aclose()
-            await db.close()
+            await store.close()
 
     async def _broker_restarted(self, broker) -> bool:
         try:
@@ -335,14 +316,6 @@ class Heartbeat(threading.Thread):
             log.warning("the broker restarted; resending every unleased run")
             return True
         return False
-
-    async def _sweep(self, dist: Distributed, dispatcher: Dispatcher, *, everything: bool) -> None:
-        found = await dist.take_orphans(
-            self.proc.settings.redispatch_after, everything=everything, limit=5000
-        )
-        if found:
-            await dispatcher.publish_many((d.id, d.queue, d.priority) for d in found)
-            log.info("sweeper resent runs", count=len(found), everything=everything)
 
 
 _PROCESS: WorkerProcess | None = None

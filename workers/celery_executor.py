@@ -19,13 +19,13 @@ import structlog
 from core.changes import ChangeFeed
 from core.metrics import QUEUE_DEPTH, WORKERS_ALIVE
 from core.settings import Settings
-from db.database import Database
-from db.distributed import Distributed
+from db.store import RunStore
 from flows.registry import Registry
 from workers.dispatch import Dispatcher, redis_client
 from workers.distributed import Advancer
 from workers.engine import RunEngine, default_worker_name
 from workers.redis_store import CHANGES_CHANNEL, RedisStore
+from workers.supervisor import Supervisor
 
 log = structlog.get_logger("pocketrun.celery_executor")
 
@@ -33,13 +33,13 @@ log = structlog.get_logger("pocketrun.celery_executor")
 class CeleryExecutor:
     name = "celery"
 
-    def __init__(self, settings: Settings, db: Database, registry: Registry) -> None:
+    def __init__(self, settings: Settings, store: RunStore, registry: Registry) -> None:
         if not settings.redis_url:
             raise RuntimeError("EXECUTOR=celery needs POCKETRUN_REDIS_URL")
-        if db.dialect != "postgresql":
+        if store.dialect != "postgresql":
             log.warning("EXECUTOR=celery is meant for PostgreSQL; SQLite works on one machine only")
         self.settings = settings
-        self.db = db
+        self.store = store
         self.registry = registry
         self.changes = ChangeFeed()
         self.redis = redis_client(settings.redis_url)
@@ -48,7 +48,7 @@ class CeleryExecutor:
         self.dispatcher = Dispatcher(self.broker)
         self.store = RedisStore(self.redis, settings) if settings.redis_store else None
         self.engine = RunEngine(
-            db,
+            store,
             registry,
             settings,
             worker_name=settings.worker_name or f"api:{default_worker_name()}",
@@ -56,8 +56,12 @@ class CeleryExecutor:
             on_commit=self.store.notify if self.store is not None else None,
             store_sync=self.store,
         )
-        self.dist = Distributed(db)
-        self.advancer = Advancer(self.engine, self.dist, self.dispatcher, registry, settings)
+        self.advancer = Advancer(self.engine, self.dispatcher, registry, settings)
+        # Inline runs only: their leases and slots (the workers sweep for everyone).
+        self.supervisor = Supervisor(
+            store, settings, owner=self.engine.owner, active=lambda: self.engine.active
+        )
+        self.advancer.supervisor = self.supervisor
         self._inline: set[asyncio.Task] = set()
         self._tasks: list[asyncio.Task] = []
 
@@ -68,8 +72,8 @@ class CeleryExecutor:
     async def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._listen(), name="pocketrun-changes"),
-            asyncio.create_task(self._renew(), name="pocketrun-renew"),
         ]
+        self.supervisor.start()
 
     async def submit(self, run_id: uuid.UUID, *, priority: int = 0, queue: str = "default") -> None:
         try:
@@ -85,18 +89,6 @@ class CeleryExecutor:
             await self.advancer.advance(run_id, budget)
         finally:
             self._inline.discard(task)
-
-    async def _renew(self) -> None:
-        """Keep the leases (and slots) of inline runs alive while their steps run."""
-        while True:
-            await asyncio.sleep(self.settings.lease_ttl / 3)
-            try:
-                await self.engine.checkpoints.renew(
-                    self.engine.owner, self.settings.lease_ttl, list(self.advancer.current)
-                )
-                await self.dist.renew_slots(self.engine.owner, self.settings.lease_ttl)
-            except Exception:
-                log.exception("lease renewal failed")
 
     async def _listen(self) -> None:
         while True:
@@ -125,6 +117,7 @@ class CeleryExecutor:
             _, pending = await asyncio.wait(list(self._inline), timeout=self.settings.drain_grace)
             for task in pending:
                 task.cancel()
+        await self.supervisor.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -147,7 +140,7 @@ class CeleryExecutor:
                 body[label] = f"error: {type(exc).__name__}"
                 ok = False
         try:
-            names, processes = await self.dist.count_live_workers()
+            names, processes = await self.store.count_live_workers()
             body["workers"] = names
             body["worker_processes"] = processes
             WORKERS_ALIVE.set(names)

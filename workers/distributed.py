@@ -14,12 +14,13 @@ import uuid
 
 import structlog
 
+from core.faults import fault_point
 from core.settings import Settings
-from db.distributed import CLAIMABLE, Distributed, RunHead
-from db.types import utcnow
+from db.store import CLAIMABLE, RunHead, RunStore
 from flows.registry import Registry
 from workers.dispatch import Dispatcher
 from workers.engine import Outcome, RunEngine
+from workers.supervisor import Supervisor
 
 log = structlog.get_logger("pocketrun.distributed")
 
@@ -28,53 +29,63 @@ class Advancer:
     def __init__(
         self,
         engine: RunEngine,
-        dist: Distributed,
         dispatcher: Dispatcher,
         registry: Registry,
         settings: Settings,
     ) -> None:
         self.engine = engine
-        self.dist = dist
         self.dispatcher = dispatcher
         self.registry = registry
         self.settings = settings
-        self.current: set[uuid.UUID] = set()  # runs this process is advancing now
+        self.supervisor: Supervisor | None = None  # retries slot releases that failed
+
+    @property
+    def store(self) -> RunStore:
+        return self.engine.store
 
     async def advance(self, run_id: uuid.UUID, budget: float | None) -> str:
-        head = await self.dist.head(run_id)
+        head = await self.store.head(run_id)
         if head is None or head.status not in CLAIMABLE:
             return Outcome.skipped.value
-        if head.leased_by_other(self.engine.owner, utcnow()):
+        if head.leased_by not in (None, self.engine.owner):
             return Outcome.skipped.value  # a duplicate delivery: someone live carries it on
         spec = self.registry.find(head.flow, head.flow_version)
         limit = spec.concurrency if spec is not None else None
-        if limit and not await self.dist.acquire_slot(
+        if limit and not await self.store.acquire_slot(
             head.flow, run_id, self.engine.owner, limit, self.settings.lease_ttl
         ):
             await self.requeue(head, countdown=self.settings.throttle_delay)
             return "throttled"
-        self.current.add(run_id)
         try:
             outcome = await self.engine.advance(run_id, budget=budget)
         except Exception:
             log.exception("advancing the run failed; requeued", run_id=str(run_id))
             with contextlib.suppress(Exception):
-                await self.engine.checkpoints.release(run_id, self.engine.owner)
+                await self.store.release(run_id, self.engine.owner)
             await self.requeue(head, countdown=1.0)
             return "error"
         finally:
-            self.current.discard(run_id)
             if limit:
-                with contextlib.suppress(Exception):
-                    await self.dist.release_slot(head.flow, run_id, self.engine.owner)
+                await self._release_slot(head.flow, run_id)
         if outcome is Outcome.paused:
             await self.requeue(head)
         return outcome.value
 
+    async def _release_slot(self, flow: str, run_id: uuid.UUID) -> None:
+        """Free the run's slot; when that fails the supervisor tries again, and the slot is
+        no longer renewed (its run is not in progress here), so it expires at worst."""
+        try:
+            fault_point("slot_release")
+            await self.store.release_slot(flow, run_id, self.engine.owner)
+        except Exception as exc:
+            log.warning("slot release failed", run_id=str(run_id), error=repr(exc))
+            if self.supervisor is not None:
+                self.supervisor.pending_releases.add((flow, run_id))
+
     async def requeue(self, head: RunHead, *, countdown: float = 0) -> None:
         """Send the run's next message; if that fails, the sweeper sends it later."""
         try:
-            await self.dist.mark_dispatched(head.id)
+            await self.store.mark_dispatched(head.id)
             await self.dispatcher.publish(head.id, head.queue, head.priority, countdown=countdown)
         except Exception as exc:
             log.warning(

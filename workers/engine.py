@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -20,14 +21,13 @@ from core.changes import ChangeFeed
 from core.errors import FlowDefinitionError
 from core.metrics import RUNS_FINISHED, STEP_SECONDS
 from core.settings import Settings
-from db.checkpoints import Checkpoints, Claimed, LeaseLost, StepRecord
-from db.database import Database
-from db.types import utcnow
+from db.store import Claimed, LeaseLost, RunStore, StepRecord
 from flows.compiler import first_leaf
 from flows.registry import FlowSpec, Registry
 from workers.cursor import Cursor
 from workers.runner import StepError, StepResult, StepRunner
 from workers.store import SharedStore, StoreError
+from workers.threads import StepThreads
 
 log = structlog.get_logger("pocketrun.engine")
 
@@ -43,35 +43,67 @@ def default_worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+class DatabaseClock:
+    """The database's clock as read at a claim, carried on by this process's monotonic
+    clock: deadlines and step times stay right however far this host's wall clock is off."""
+
+    __slots__ = ("_at", "_base")
+
+    def __init__(self, database_now: datetime) -> None:
+        self._base = database_now
+        self._at = time.monotonic()
+
+    def __call__(self) -> datetime:
+        return self._base + timedelta(seconds=time.monotonic() - self._at)
+
+
+class LeaseRenewal:
+    """When a checkpoint should also renew the run's lease: once a third of the TTL has
+    passed since the claim or the last renewal (the supervisor renews it meanwhile too)."""
+
+    __slots__ = ("_every", "_next", "ttl")
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._every = ttl / 3
+        self._next = time.monotonic() + self._every
+
+    def due(self) -> float | None:
+        """The TTL to renew for now, or None."""
+        now = time.monotonic()
+        if now < self._next:
+            return None
+        self._next = now + self._every
+        return self.ttl
+
+
 class RunEngine:
     def __init__(
         self,
-        db: Database,
+        store: RunStore,
         registry: Registry,
         settings: Settings,
         *,
         worker_name: str | None = None,
         changes: ChangeFeed | None = None,
-        threads: ThreadPoolExecutor | None = None,
+        threads: StepThreads | None = None,
         on_commit: Callable[[uuid.UUID], None] | None = None,
         store_sync: Any | None = None,
     ) -> None:
-        self.db = db
+        self.store = store
         # Optional live copy of the stores elsewhere (workers.redis_store.RedisStore):
         # load(claimed, rebuild) -> SharedStore, committed(run_id, old_seq, new_seq, delta,
         # store, done) after each commit, ended(run_id) when the run ends.
         self.store_sync = store_sync
-        self.checkpoints = Checkpoints(db)
         self.registry = registry
         self.settings = settings
         self.worker = worker_name or settings.worker_name or default_worker_name()
         self.owner = f"{self.worker}/{uuid.uuid4().hex[:8]}"
         self.changes = changes or ChangeFeed()
-        self.threads = threads or ThreadPoolExecutor(
-            max_workers=settings.concurrency, thread_name_prefix="pocketrun-step"
-        )
+        self.threads = threads or StepThreads(settings.concurrency)
         self.stopping = asyncio.Event()
         self._on_commit = on_commit
+        self.active: set[uuid.UUID] = set()  # runs this engine is advancing right now
 
     def _published(self, run_id: uuid.UUID) -> None:
         self.changes.publish(run_id)
@@ -80,30 +112,33 @@ class RunEngine:
 
     async def advance(self, run_id: uuid.UUID, *, budget: float | None = None) -> Outcome:
         """Carry the run on until it ends, the budget is used, or the engine is stopping."""
-        claimed = await self.checkpoints.claim(run_id, self.owner, self.settings.lease_ttl)
+        claimed = await self.store.claim(run_id, self.owner, self.settings.lease_ttl)
         if claimed is None:
             return Outcome.skipped
         structlog.contextvars.bind_contextvars(run_id=str(run_id), flow=claimed.flow)
+        self.active.add(run_id)
         try:
-            return await self._advance(claimed, budget)
+            return await self._advance(claimed, DatabaseClock(claimed.now), budget)
         except LeaseLost:
             log.warning("lease lost; another holder carries the run on")
             return Outcome.lost
         except asyncio.CancelledError:
             # stopped mid-step (e.g. the drain grace ran out): hand the run back now, so
             # another process redoes the lost step at once instead of after the lease expires
-            await _finish_shielded(self.checkpoints.release(run_id, self.owner))
+            await _finish_shielded(self.store.release(run_id, self.owner))
             raise
         finally:
+            self.active.discard(run_id)
             structlog.contextvars.unbind_contextvars("run_id", "flow", "step")
 
-    async def _advance(self, claimed: Claimed, budget: float | None) -> Outcome:
+    async def _advance(self, claimed: Claimed, now: DatabaseClock, budget: float | None) -> Outcome:
         run_id = claimed.id
         seq = claimed.seq
         spec = self.registry.find(claimed.flow, claimed.flow_version)
         if spec is None or spec.graph_hash != claimed.graph_hash:
             return await self._end(
                 claimed,
+                now,
                 seq,
                 "failed",
                 {
@@ -116,6 +151,7 @@ class RunEngine:
         if claimed.deliveries > self.settings.max_deliveries:
             return await self._end(
                 claimed,
+                now,
                 seq,
                 "failed",
                 {
@@ -126,12 +162,13 @@ class RunEngine:
                 },
             )
         if claimed.cancel_requested:
-            return await self._end(claimed, seq, "cancelled", _cancelled())
+            return await self._end(claimed, now, seq, "cancelled", _cancelled())
         try:
             _, graph = spec.instantiate()
         except FlowDefinitionError as exc:
             return await self._end(
                 claimed,
+                now,
                 seq,
                 "failed",
                 {"type": "flow_changed", "message": exc.detail, "node": None},
@@ -142,20 +179,23 @@ class RunEngine:
             store = await self._load_store(claimed)
         cursor = Cursor.from_json(claimed.cursor)
         self._published(run_id)  # the claim made it running
-        runner = StepRunner(graph, self.threads, str(run_id))
+        # A sync node needs a thread only when a timeout may have to abandon it.
+        inline = spec.step_timeout is None and claimed.deadline_at is None
+        runner = StepRunner(graph, self.threads, str(run_id), clock=now, inline_sync=inline)
+        lease = LeaseRenewal(self.settings.lease_ttl)
         loop = asyncio.get_running_loop()
         until = loop.time() + budget if budget is not None else None
         step_seconds = STEP_SECONDS.labels(claimed.flow)
         first = True  # a budget pauses only after a step: every advance makes progress
         while True:
             if self.stopping.is_set() or (not first and until is not None and loop.time() >= until):
-                await self.checkpoints.release(run_id, self.owner)
+                await self.store.release(run_id, self.owner)
                 return Outcome.paused
             first = False
-            now = utcnow()
-            if claimed.deadline_at is not None and now >= claimed.deadline_at:
+            if claimed.deadline_at is not None and now() >= claimed.deadline_at:
                 return await self._end(
                     claimed,
+                    now,
                     seq,
                     "timed_out",
                     _deadline_error(claimed, cursor.next),
@@ -163,6 +203,7 @@ class RunEngine:
             if seq >= spec.max_steps:
                 return await self._end(
                     claimed,
+                    now,
                     seq,
                     "failed",
                     {
@@ -171,7 +212,7 @@ class RunEngine:
                         "node": cursor.next,
                     },
                 )
-            timeout = _step_timeout(spec, claimed, now)
+            timeout = _step_timeout(spec, claimed, now())
             structlog.contextvars.bind_contextvars(step=seq + 1)
             began = loop.time()
             result = await runner.step(cursor, store.working_copy(), seq + 1, timeout)
@@ -186,12 +227,12 @@ class RunEngine:
                     error = StepError(
                         "run_timeout", deadline["message"], error.node, "timed_out", error.attempts
                     )
-                return await self._fail_step(claimed, seq, result, error)
+                return await self._fail_step(claimed, seq, result, error, now)
             try:
                 delta = store.diff(result.shared, result.node or "")
             except StoreError as exc:
                 error = StepError(exc.type, exc.message, result.node or "")
-                return await self._fail_step(claimed, seq, result, error)
+                return await self._fail_step(claimed, seq, result, error, now)
             done = result.cursor.done
             if result.node is not None:
                 new_seq = seq + 1
@@ -212,7 +253,7 @@ class RunEngine:
             store.apply(delta)
             values: dict[str, Any]
             if done:
-                values = self._final(spec, store, new_seq, "succeeded")
+                values = self._final(spec, store, new_seq, "succeeded", now())
             else:
                 values = {
                     "cursor": result.cursor.to_json(),
@@ -222,8 +263,8 @@ class RunEngine:
                     step.cursor, step.next_node = values["cursor"], values["current_node"]
                 if step is None or new_seq % self.settings.snapshot_every == 0:
                     values.update(state=store.snapshot(), state_seq=new_seq)
-            cancel = await self.checkpoints.commit(
-                run_id, self.owner, seq, self.settings.lease_ttl, step, values
+            cancel = await self.store.checkpoint(
+                run_id, self.owner, seq, lease.due(), step, values
             )
             if self.store_sync is not None:
                 await self.store_sync.committed(run_id, seq, new_seq, delta, store, done)
@@ -235,7 +276,7 @@ class RunEngine:
                 RUNS_FINISHED.labels(claimed.flow, "succeeded").inc()
                 return Outcome.finished
             if cancel:
-                return await self._end(claimed, seq, "cancelled", _cancelled(cursor.next))
+                return await self._end(claimed, now, seq, "cancelled", _cancelled(cursor.next))
 
     async def _load_store(self, claimed: Claimed) -> SharedStore:
         limit = self.settings.max_store_bytes
@@ -244,14 +285,16 @@ class RunEngine:
         else:
             store, after = SharedStore(claimed.state, max_bytes=limit), claimed.state_seq
         if claimed.seq > after:
-            for delta in await self.checkpoints.deltas(claimed.id, after):
+            for delta in await self.store.deltas(claimed.id, after):
                 store.apply_json(delta)
         return store
 
-    def _final(self, spec: FlowSpec, store: SharedStore, seq: int, status: str) -> dict[str, Any]:
+    def _final(
+        self, spec: FlowSpec, store: SharedStore, seq: int, status: str, at: datetime
+    ) -> dict[str, Any]:
         return {
             "status": status,
-            "finished_at": utcnow(),
+            "finished_at": at,
             "output": store.pick(spec.output),
             "state": store.snapshot(),
             "state_seq": seq,
@@ -262,7 +305,7 @@ class RunEngine:
         }
 
     async def _fail_step(
-        self, claimed: Claimed, seq: int, result: StepResult, error: StepError
+        self, claimed: Claimed, seq: int, result: StepResult, error: StepError, now: DatabaseClock
     ) -> Outcome:
         step = StepRecord(
             seq + 1,
@@ -271,18 +314,19 @@ class RunEngine:
             result.attempts,
             None,
             result.started_at,
-            utcnow(),
+            now(),
             self.worker,
             error.to_json(),
             None,
         )
         status = "timed_out" if error.status == "timed_out" else "failed"
         log.info("step failed", node=error.node, error=error.type)
-        return await self._end(claimed, seq, status, error.to_json(), step)
+        return await self._end(claimed, now, seq, status, error.to_json(), step)
 
     async def _end(
         self,
         claimed: Claimed,
+        now: Callable[[], datetime],
         seq: int,
         status: str,
         error: dict | None,
@@ -290,16 +334,14 @@ class RunEngine:
     ) -> Outcome:
         values = {
             "status": status,
-            "finished_at": utcnow(),
+            "finished_at": now(),
             "error": error,
             "current_node": None,
             "lease_owner": None,
             "lease_expires_at": None,
         }
         run_id = claimed.id
-        await self.checkpoints.commit(
-            run_id, self.owner, seq, self.settings.lease_ttl, step, values
-        )
+        await self.store.checkpoint(run_id, self.owner, seq, self.settings.lease_ttl, step, values)
         if self.store_sync is not None:
             await self.store_sync.ended(run_id)
         self._published(run_id)

@@ -1,8 +1,9 @@
 """The local executor: runs inside ``pocketrun serve`` with bounded concurrency.
 
-Runs wait in a priority queue; ``concurrency`` tasks advance them. A heartbeat renews
-the leases this process holds and a sweeper picks up every unfinished run that no live
-lease holds, so a restarted server carries on the runs its predecessor had in flight.
+Runs wait in a priority queue; ``concurrency`` tasks advance them. The process's
+``Supervisor`` renews the leases of the runs in flight here and, holding the sweeper lock,
+queues every unfinished run that no live lease holds, so a restarted server carries on the
+runs its predecessor had in flight.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import structlog
 from core.changes import ChangeFeed
 from core.metrics import IN_FLIGHT, QUEUE_DEPTH
 from core.settings import Settings
-from db.checkpoints import Checkpoints
-from db.database import Database
+from db.store import RunStore
 from flows.registry import Registry
 from workers.engine import Outcome, RunEngine
+from workers.supervisor import Supervisor
 
 log = structlog.get_logger("pocketrun.local")
 
@@ -31,23 +32,31 @@ class LocalExecutor:
 
     def __init__(
         self,
-        db: Database,
+        store: RunStore,
         registry: Registry,
         settings: Settings,
         *,
         worker_name: str | None = None,
+        sweep: bool = True,
     ) -> None:
         self.settings = settings
+        self.store = store
         self.changes = ChangeFeed()
         self.engine = RunEngine(
-            db, registry, settings, worker_name=worker_name, changes=self.changes
+            store, registry, settings, worker_name=worker_name, changes=self.changes
         )
-        self.checkpoints = Checkpoints(db)
+        self.supervisor = Supervisor(
+            store,
+            settings,
+            owner=self.engine.owner,
+            active=lambda: self.engine.active,
+            sweep=self._sweep if sweep else None,
+        )
         self._queue: asyncio.PriorityQueue[tuple[int, int, uuid.UUID]] = asyncio.PriorityQueue()
         self._order = itertools.count()
         self._known: set[uuid.UUID] = set()  # queued here or in flight here
         self._in_flight: set[asyncio.Task] = set()
-        self._active: set[uuid.UUID] = set()  # being advanced by a task of this process
+        self._active: set[uuid.UUID] = set()  # taken by a task of this process
         self._tasks: list[asyncio.Task] = []
 
     @property
@@ -60,9 +69,8 @@ class LocalExecutor:
                 asyncio.create_task(self._work(), name=f"pocketrun-slot-{i}")
                 for i in range(self.settings.concurrency)
             ),
-            asyncio.create_task(self._heartbeat(), name="pocketrun-heartbeat"),
-            asyncio.create_task(self._sweep(), name="pocketrun-sweeper"),
         ]
+        self.supervisor.start()
 
     async def submit(self, run_id: uuid.UUID, *, priority: int = 0, queue: str = "default") -> None:
         if run_id in self._known:
@@ -93,7 +101,7 @@ class LocalExecutor:
         except Exception:
             log.exception("advancing the run failed; the sweeper will retry it", run_id=str(run_id))
             with contextlib.suppress(Exception):
-                await self.checkpoints.release(run_id, self.engine.owner)
+                await self.store.release(run_id, self.engine.owner)
             return Outcome.paused
         finally:
             self._in_flight.discard(task)
@@ -110,36 +118,22 @@ class LocalExecutor:
             finally:
                 self._known.discard(run_id)
 
-    async def _heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.lease_ttl / 3)
-            try:
-                await self.checkpoints.renew(
-                    self.engine.owner, self.settings.lease_ttl, list(self._active)
-                )
-            except Exception:
-                log.exception("lease renewal failed")
-
-    async def _sweep(self) -> None:
-        while True:
-            try:
-                for run_id, priority in await self.checkpoints.orphans():
-                    await self.submit(run_id, priority=priority)
-            except Exception:
-                log.exception("sweep failed")
-            await asyncio.sleep(self.settings.sweep_interval)
+    async def _sweep(self, first: bool) -> None:
+        """Queue here the runs nobody holds (all of them on this process's first sweep)."""
+        for found in await self.store.take_orphans(
+            self.settings.redispatch_after, everything=first, limit=500
+        ):
+            await self.submit(found.id, priority=found.priority)
 
     async def stop(self) -> None:
         """Stop taking runs; in-flight ones stop at their next checkpoint and release."""
         self.engine.stopping.set()
-        for task in self._tasks:
-            if task.get_name() in ("pocketrun-heartbeat", "pocketrun-sweeper"):
-                task.cancel()
         in_flight = list(self._in_flight)
         if in_flight:
             _, pending = await asyncio.wait(in_flight, timeout=self.settings.drain_grace)
             for task in pending:
                 task.cancel()
+        await self.supervisor.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from concurrent.futures import Executor as ThreadPool
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,9 +21,9 @@ from pocketflow import BaseNode, Flow
 
 from core.context import set_step_key
 from core.jsonutil import roundtrip
-from db.types import utcnow
 from flows.compiler import ASYNC_KINDS, Graph, Kind, NodeInfo
 from workers.cursor import Cursor, Frame
+from workers.threads import StepThreads
 
 BATCH_KINDS = {Kind.batch_flow, Kind.async_batch_flow}
 
@@ -110,34 +110,62 @@ def _json(value: Any, what: str, node: str) -> Any:
 
 
 class StepRunner:
-    def __init__(self, graph: Graph, threads: ThreadPool, run_key: str) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        threads: StepThreads,
+        run_key: str,
+        *,
+        clock: Callable[[], datetime],
+        inline_sync: bool = False,
+    ) -> None:
         self.graph = graph
         self.threads = threads
         self.run_key = run_key
+        self.clock = clock
+        # No timeout can cut a sync call short: run it here, without a thread hop.
+        self.inline_sync = inline_sync
         self._live_flows: dict[str, BaseNode] = {}  # entered flow copies, for their post
 
-    async def _call(self, fn: Any, *args: Any, is_async: bool, key: str | None = None) -> Any:
+    async def _call(
+        self,
+        fn: Any,
+        *args: Any,
+        is_async: bool,
+        key: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         if is_async:
             set_step_key(key)
-            return await fn(*args)
+            return await asyncio.wait_for(fn(*args), timeout)
+        if self.inline_sync:
+            set_step_key(key)
+            return fn(*args)
 
         def in_thread() -> Any:
             set_step_key(key)
             return fn(*args)
 
-        return await asyncio.get_running_loop().run_in_executor(self.threads, in_thread)
+        future = self.threads.submit(in_thread)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except TimeoutError:
+            self.threads.abandon(future)  # it may never return: the pool replaces its thread
+            raise
 
     async def step(
         self, cursor: Cursor, shared: dict[str, Any], seq: int, timeout: float | None
     ) -> StepResult:
         """Run the next leaf node (entering and leaving flows around it) on ``shared``."""
-        started = utcnow()
+        started = self.clock()
         key = f"{self.run_key}:{seq}"
         try:
             while cursor.next is None or self.graph[cursor.next].is_container:
                 if cursor.next is None:
                     if await self._unwind(cursor, shared):
-                        return StepResult(None, cursor.final, 0, started, utcnow(), cursor, shared)
+                        return StepResult(
+                            None, cursor.final, 0, started, self.clock(), cursor, shared
+                        )
                 else:
                     await self._enter(self.graph[cursor.next], cursor, shared)
             info = self.graph[cursor.next]
@@ -148,9 +176,9 @@ class StepRunner:
                 pass
         except StepError as exc:
             return StepResult(
-                exc.node, None, exc.attempts, started, utcnow(), cursor, shared, error=exc
+                exc.node, None, exc.attempts, started, self.clock(), cursor, shared, error=exc
             )
-        return StepResult(info.id, action, attempts, started, utcnow(), cursor, shared)
+        return StepResult(info.id, action, attempts, started, self.clock(), cursor, shared)
 
     async def _run_leaf(
         self,
@@ -166,9 +194,7 @@ class StepRunner:
         counter = _Counter(node, is_async)
         run = node._run_async if is_async else node._run
         try:
-            action = await asyncio.wait_for(
-                self._call(run, shared, is_async=is_async, key=key), timeout
-            )
+            action = await self._call(run, shared, is_async=is_async, key=key, timeout=timeout)
         except TimeoutError:
             raise StepError(
                 "timed_out",

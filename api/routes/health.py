@@ -24,7 +24,7 @@ async def readyz(state: State) -> Response:
     checks: dict[str, object] = {}
     ready = True
     try:
-        await asyncio.wait_for(state.db.ping(), 3)
+        await asyncio.wait_for(state.store.ping(), 3)
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"

@@ -34,7 +34,7 @@ from core.jsonutil import dumps
 from core.metrics import RUNS_CREATED
 from core.principal import Principal
 from db.audit import audit_row
-from db.runs import TERMINAL, Idempotency, NewRun, RunFilter
+from db.store import TERMINAL, Idempotency, NewRun, RunFilter
 from flows.registry import FlowSpec
 
 router = APIRouter(tags=["runs"])
@@ -51,7 +51,7 @@ def _json(body: object, status: int = 200, headers: dict[str, str] | None = None
 
 async def _visible_run(state: State, principal: Principal, run_id: str):
     parsed = parse_uuid(run_id)
-    row = await state.runs.get(parsed) if parsed is not None else None
+    row = await state.store.get(parsed) if parsed is not None else None
     if row is None or not can_see_run(principal, row):
         raise NotFound(f"run '{run_id}' not found")
     return row
@@ -91,7 +91,7 @@ async def create_run(
         return audit_ahead
 
     ahead = intent is not None and mode != "inline" and wait <= 0
-    row, created = await state.runs.create(new, idem, extra_rows=audit_rows if ahead else None)
+    row, created = await state.store.create(new, idem, extra_rows=audit_rows if ahead else None)
     if created and ahead:
         request.scope.pop(AUDIT_SCOPE_KEY, None)  # written: the middleware must not again
     if created:
@@ -110,7 +110,7 @@ async def create_run(
                 raise
     if wait > 0 and row["status"] not in TERMINAL:
         await state.wait_for_change(row["id"], wait)
-        row = await state.runs.get(row["id"]) or row
+        row = await state.store.get(row["id"]) or row
     headers = {"Location": f"/v1/runs/{row['id']}", "ETag": etag(row)}
     if not created:
         headers["Idempotent-Replayed"] = "true"
@@ -170,10 +170,10 @@ async def get_run(
     if wait > 0:
         if _matches(if_none_match, etag(row)):
             await state.wait_for_change(row["id"], wait, since_version=row["version"])
-            row = await state.runs.get(row["id"]) or row
+            row = await state.store.get(row["id"]) or row
         elif row["status"] not in TERMINAL and if_none_match is None:
             await state.wait_for_change(row["id"], wait)
-            row = await state.runs.get(row["id"]) or row
+            row = await state.store.get(row["id"]) or row
     tag = etag(row)
     if _matches(if_none_match, tag):
         return Response(status_code=304, headers={"ETag": tag})
@@ -201,7 +201,7 @@ async def list_runs(
     cursor: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Response:
     tenant, subject = list_scope(principal)
-    rows = await state.runs.list(
+    rows = await state.store.list(
         RunFilter(
             tenant=tenant,
             principal=subject,
@@ -251,7 +251,7 @@ async def list_steps(
     run_id: str, state: State, principal: Annotated[Principal, Requires(Permission.run_read)]
 ) -> Response:
     row = await _visible_run(state, principal, run_id)
-    items = [step_json(s) for s in await state.runs.steps(row["id"])]
+    items = [step_json(s) for s in await state.store.steps(row["id"])]
     return _json({"items": items, "next_cursor": None})
 
 
@@ -270,6 +270,6 @@ async def cancel_run(
     row = await _visible_run(state, principal, run_id)
     if row["status"] in TERMINAL and row["status"] != "cancelled":
         raise Conflict(f"run '{run_id}' already {row['status']}")
-    row = await state.runs.cancel(row["id"]) or row
+    row = await state.store.cancel(row["id"]) or row
     state.executor.changes.publish(row["id"])
     return _json(run_json(row), headers={"ETag": etag(row)})

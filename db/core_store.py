@@ -1,0 +1,565 @@
+"""What both stores share: the cold paths, in SQLAlchemy Core, on the database's clock.
+
+Lists, steps, cancel, the sweeper's and the dispatcher's queries, slots, the worker registry
+and named locks run a few times a second at most, so they stay as SQLAlchemy expressions
+that compile for either database. A subclass supplies only what differs: the database's
+clock (``_now``, ``_later``), upserts, row locks for the sweeper, and a lock that
+serializes slot takers. The hot paths (create, get, claim, checkpoint) are the subclasses'
+own, on the raw driver.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, literal, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ColumnElement, Select
+
+from core.errors import InvalidInput
+from core.ids import uuid7_bound
+from core.jsonutil import roundtrip
+from db.database import Database
+from db.models import flow_slots, flows, idempotency_keys, locks, runs, steps, workers
+from db.store import (
+    CLAIMABLE,
+    Dispatch,
+    Idempotency,
+    LiveWorker,
+    NewRun,
+    RunFilter,
+    RunHead,
+    RunStore,
+)
+
+# Columns the API shows; the checkpoint columns stay inside the engine.
+RUN_COLUMNS = [
+    runs.c.id,
+    runs.c.tenant,
+    runs.c.principal,
+    runs.c.flow,
+    runs.c.flow_version,
+    runs.c.status,
+    runs.c.mode,
+    runs.c.priority,
+    runs.c.queue,
+    runs.c.created_at,
+    runs.c.started_at,
+    runs.c.finished_at,
+    runs.c.current_node,
+    runs.c.input,
+    runs.c.output,
+    runs.c.error,
+    runs.c.metadata,
+    runs.c.seq,
+    runs.c.version,
+    runs.c.cancel_requested,
+]
+RUN_COLUMN_NAMES = [c.name for c in RUN_COLUMNS]
+STEP_COLUMNS = [
+    steps.c.seq,
+    steps.c.node,
+    steps.c.status,
+    steps.c.attempts,
+    steps.c.action,
+    steps.c.started_at,
+    steps.c.finished_at,
+    steps.c.duration_ms,
+    steps.c.worker,
+    steps.c.error,
+]
+
+_MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def _id_bound(moment: datetime, *, upper: bool = False) -> uuid.UUID:
+    """``uuid7_bound`` for any moment: UUIDv7 time starts at the epoch (48-bit milliseconds)."""
+    return uuid7_bound(min(max(moment, _MIN_TIME), _MAX_TIME), upper=upper)
+
+
+class CoreStore(RunStore):
+    def __init__(self, sa: Database) -> None:
+        self.sa = sa
+        self.dialect = sa.dialect
+
+    # --- what a subclass supplies ---------------------------------------------------------
+
+    def _now(self) -> ColumnElement:
+        """The database's clock, as SQL."""
+        raise NotImplementedError
+
+    def _later(self, seconds: float) -> ColumnElement:
+        """The database's clock plus ``seconds``, as SQL."""
+        raise NotImplementedError
+
+    def _upsert(self, table: Any, rows: list[dict[str, Any]], keys: list[str], cols: list[str]):
+        raise NotImplementedError
+
+    def _insert_ignore(self, table: Any, values: dict[str, Any], keys: list[str]):
+        raise NotImplementedError
+
+    def _for_update(self, query: Select) -> Select:
+        """Row locks the sweeper takes so that two sweepers never pick the same run."""
+        return query
+
+    async def serialize(self, conn: AsyncConnection, name: str) -> None:
+        """Within ``conn``'s transaction, wait for others serialized on ``name``."""
+
+    # --- runs -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _key_rows(
+        new: NewRun, idem: Idempotency | None, run_id: uuid.UUID, now: datetime
+    ) -> list[tuple[Any, dict[str, Any]]]:
+        if idem is None:
+            return []
+        row = {
+            "tenant": new.tenant,
+            "flow": new.flow,
+            "key": idem.key,
+            "request_hash": idem.request_hash,
+            "run_id": run_id,
+            "created_at": now,
+        }
+        return [(idempotency_keys, row)]
+
+    @staticmethod
+    def _new_row(new: NewRun, run_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+        """The row of a run just created, as ``get`` returns it (no re-read)."""
+        return {
+            "id": run_id,
+            "tenant": new.tenant,
+            "principal": new.principal,
+            "flow": new.flow,
+            "flow_version": new.flow_version,
+            "status": "queued",
+            "mode": new.mode,
+            "priority": new.priority,
+            "queue": new.queue,
+            "created_at": now,
+            "started_at": None,
+            "finished_at": None,
+            "current_node": new.current_node,
+            "input": roundtrip(new.input),
+            "output": None,
+            "error": None,
+            "metadata": roundtrip(new.metadata),
+            "seq": 0,
+            "version": 0,
+            "cancel_requested": False,
+        }
+
+    async def _replay(self, new: NewRun, idem: Idempotency) -> Mapping[str, Any] | None:
+        """The run an Idempotency-Key already names (None: the key is free or expired);
+        422 when the key was used with another body."""
+        key_match = and_(
+            idempotency_keys.c.tenant == new.tenant,
+            idempotency_keys.c.flow == new.flow,
+            idempotency_keys.c.key == idem.key,
+        )
+        async with self.sa.read() as conn:
+            found = (
+                await conn.execute(
+                    select(
+                        idempotency_keys.c.request_hash,
+                        idempotency_keys.c.run_id,
+                        (idempotency_keys.c.created_at < self._later(-idem.ttl)).label("old"),
+                    ).where(key_match)
+                )
+            ).first()
+        if found is None:
+            return None
+        if found.old:
+            async with self.sa.write() as conn:
+                await conn.execute(
+                    delete(idempotency_keys).where(
+                        key_match, idempotency_keys.c.created_at < self._later(-idem.ttl)
+                    )
+                )
+            return None
+        if found.request_hash != idem.request_hash:
+            raise InvalidInput(
+                "this Idempotency-Key was already used with a different request body",
+                errors=[
+                    {
+                        "loc": ["header", "idempotency-key"],
+                        "path": "header.idempotency-key",
+                        "msg": "reused with another body",
+                        "type": "idempotency_mismatch",
+                    }
+                ],
+            )
+        return await self.get(found.run_id)
+
+    async def _get_pooled(self, run_id: uuid.UUID) -> Mapping[str, Any] | None:
+        async with self.sa.read() as conn:
+            result = await conn.execute(select(*RUN_COLUMNS).where(runs.c.id == run_id))
+            return result.mappings().first()
+
+    async def _version_pooled(self, run_id: uuid.UUID) -> tuple[int, str] | None:
+        async with self.sa.read() as conn:
+            row = (
+                await conn.execute(select(runs.c.version, runs.c.status).where(runs.c.id == run_id))
+            ).first()
+        return (row.version, row.status) if row else None
+
+    async def list(self, f: RunFilter) -> list[Mapping[str, Any]]:
+        query = select(*RUN_COLUMNS)
+        if f.tenant is not None:
+            query = query.where(runs.c.tenant == f.tenant)
+        if f.principal is not None:
+            query = query.where(runs.c.principal == f.principal)
+        if f.flow:
+            query = query.where(runs.c.flow == f.flow)
+        if f.statuses:
+            query = query.where(runs.c.status.in_(list(f.statuses)))
+        if f.created_after is not None:
+            query = query.where(
+                runs.c.id >= _id_bound(f.created_after), runs.c.created_at >= f.created_after
+            )
+        if f.created_before is not None:
+            query = query.where(
+                runs.c.id <= _id_bound(f.created_before, upper=True),
+                runs.c.created_at < f.created_before,
+            )
+        if f.before_id is not None:
+            query = query.where(runs.c.id < f.before_id)
+        query = query.order_by(runs.c.id.desc()).limit(f.limit)
+        async with self.sa.read() as conn:
+            return list((await conn.execute(query)).mappings().all())
+
+    async def steps(self, run_id: uuid.UUID) -> list[Mapping[str, Any]]:
+        async with self.sa.read() as conn:
+            result = await conn.execute(
+                select(*STEP_COLUMNS).where(steps.c.run_id == run_id).order_by(steps.c.seq)
+            )
+            return list(result.mappings().all())
+
+    async def deltas(self, run_id: uuid.UUID, after_seq: int) -> list[dict | None]:
+        async with self.sa.read() as conn:
+            result = await conn.execute(
+                select(steps.c.delta)
+                .where(steps.c.run_id == run_id, steps.c.seq > after_seq)
+                .order_by(steps.c.seq)
+            )
+            return [row.delta for row in result]
+
+    async def cancel(self, run_id: uuid.UUID) -> Mapping[str, Any] | None:
+        async with self.sa.write() as conn:
+            await conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.status.in_(("queued", "waiting")))
+                .values(
+                    status="cancelled",
+                    finished_at=self._now(),
+                    cancel_requested=True,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    version=runs.c.version + 1,
+                    error={
+                        "type": "cancelled",
+                        "message": "cancelled before it ran on",
+                        "node": None,
+                    },
+                )
+            )
+            await conn.execute(
+                update(runs)
+                .where(
+                    runs.c.id == run_id,
+                    runs.c.status == "running",
+                    runs.c.cancel_requested.is_(False),
+                )
+                .values(cancel_requested=True, version=runs.c.version + 1)
+            )
+        return await self.get(run_id)
+
+    # --- leases ---------------------------------------------------------------------------
+
+    async def release(self, run_id: uuid.UUID, owner: str) -> None:
+        async with self.sa.write() as conn:
+            await conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    async def renew(self, owner: str, ttl: float, run_ids: Collection[uuid.UUID]) -> int:
+        if not run_ids:
+            return 0
+        async with self.sa.write() as conn:
+            result = await conn.execute(
+                update(runs)
+                .where(
+                    runs.c.lease_owner == owner,
+                    runs.c.id.in_(list(run_ids)),
+                    runs.c.status.in_(CLAIMABLE),
+                )
+                .values(lease_expires_at=self._later(ttl))
+            )
+            return result.rowcount
+
+    # --- dispatch and the sweeper ---------------------------------------------------------
+
+    async def head(self, run_id: uuid.UUID) -> RunHead | None:
+        live = and_(runs.c.lease_owner.is_not(None), runs.c.lease_expires_at > self._now())
+        async with self.sa.read() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        runs.c.id,
+                        runs.c.flow,
+                        runs.c.flow_version,
+                        runs.c.status,
+                        runs.c.queue,
+                        runs.c.priority,
+                        runs.c.seq,
+                        runs.c.current_node,
+                        runs.c.lease_owner,
+                        live.label("live"),
+                    ).where(runs.c.id == run_id)
+                )
+            ).first()
+        if row is None:
+            return None
+        m = row._mapping
+        return RunHead(
+            m["id"],
+            m["flow"],
+            m["flow_version"],
+            m["status"],
+            m["queue"],
+            m["priority"],
+            m["seq"],
+            m["current_node"],
+            m["lease_owner"] if m["live"] else None,
+        )
+
+    async def mark_dispatched(self, run_id: uuid.UUID) -> None:
+        async with self.sa.write() as conn:
+            await conn.execute(
+                update(runs).where(runs.c.id == run_id).values(dispatched_at=self._now())
+            )
+
+    async def take_orphans(
+        self, redispatch_after: float, *, everything: bool = False, limit: int = 1000
+    ) -> list[Dispatch]:
+        # An expired lease: the run's message was consumed and its holder died, so it needs
+        # a new one now. No lease: its message may still be queued, unless it is older than
+        # ``redispatch_after`` (or the broker lost its queues: ``everything``). Clearing the
+        # lease and stamping the dispatch in the same statement keeps the next sweep off it.
+        expired = and_(runs.c.lease_owner.is_not(None), runs.c.lease_expires_at < self._now())
+        unleased = runs.c.lease_owner.is_(None)
+        if not everything:
+            unleased = and_(
+                unleased,
+                func.coalesce(runs.c.dispatched_at, runs.c.created_at)
+                < self._later(-redispatch_after),
+            )
+        pick = self._for_update(
+            select(runs.c.id)
+            .where(runs.c.status.in_(CLAIMABLE), or_(expired, unleased))
+            .order_by(runs.c.priority.desc(), runs.c.id)
+            .limit(limit)
+        )
+        async with self.sa.write() as conn:
+            result = await conn.execute(
+                update(runs)
+                .where(runs.c.id.in_(pick.scalar_subquery()), runs.c.status.in_(CLAIMABLE))
+                .values(dispatched_at=self._now(), lease_owner=None, lease_expires_at=None)
+                .returning(runs.c.id, runs.c.queue, runs.c.priority)
+            )
+            found = [Dispatch(r.id, r.queue, r.priority) for r in result]
+        found.sort(key=lambda d: (-d.priority, d.id))
+        return found
+
+    # --- per-flow concurrency slots -------------------------------------------------------
+
+    async def acquire_slot(
+        self, flow: str, run_id: uuid.UUID, owner: str, limit: int, ttl: float
+    ) -> bool:
+        async with self.sa.write() as conn:
+            await self.serialize(conn, "pocketrun-slots:" + flow)
+            await conn.execute(
+                delete(flow_slots).where(
+                    flow_slots.c.flow == flow, flow_slots.c.expires_at < self._now()
+                )
+            )
+            mine = await conn.execute(
+                update(flow_slots)
+                .where(flow_slots.c.flow == flow, flow_slots.c.run_id == run_id)
+                .values(owner=owner, expires_at=self._later(ttl))
+            )
+            if mine.rowcount:
+                return True
+            held = (
+                await conn.execute(
+                    select(func.count()).select_from(flow_slots).where(flow_slots.c.flow == flow)
+                )
+            ).scalar_one()
+            if held >= limit:
+                return False
+            await conn.execute(
+                insert(flow_slots).values(
+                    flow=flow, run_id=run_id, owner=owner, expires_at=self._later(ttl)
+                )
+            )
+            return True
+
+    async def release_slot(self, flow: str, run_id: uuid.UUID, owner: str) -> None:
+        async with self.sa.write() as conn:
+            await conn.execute(
+                delete(flow_slots).where(
+                    flow_slots.c.flow == flow,
+                    flow_slots.c.run_id == run_id,
+                    flow_slots.c.owner == owner,
+                )
+            )
+
+    async def renew_slots(self, owner: str, ttl: float, run_ids: Collection[uuid.UUID]) -> int:
+        if not run_ids:
+            return 0
+        async with self.sa.write() as conn:
+            result = await conn.execute(
+                update(flow_slots)
+                .where(flow_slots.c.owner == owner, flow_slots.c.run_id.in_(list(run_ids)))
+                .values(expires_at=self._later(ttl))
+            )
+            return result.rowcount
+
+    # --- the worker registry --------------------------------------------------------------
+
+    async def heartbeat(
+        self,
+        worker_id: str,
+        *,
+        name: str,
+        hostname: str,
+        pid: int,
+        queues: list[str],
+        running: list[str],
+        ttl: float,
+    ) -> None:
+        row = {
+            "id": worker_id,
+            "name": name,
+            "hostname": hostname,
+            "pid": pid,
+            "queues": queues,
+            "running": running,
+            "started_at": self._now(),
+            "heartbeat_at": self._now(),
+            "expires_at": self._later(ttl),
+        }
+        stmt = self._upsert(
+            workers, [row], ["id"], ["queues", "running", "heartbeat_at", "expires_at"]
+        )
+        async with self.sa.write() as conn:
+            await conn.execute(stmt)
+
+    async def forget_worker(self, worker_id: str) -> None:
+        async with self.sa.write() as conn:
+            await conn.execute(delete(workers).where(workers.c.id == worker_id))
+
+    async def prune_workers(self, older_than: float = 3600.0) -> None:
+        async with self.sa.write() as conn:
+            await conn.execute(
+                delete(workers).where(workers.c.expires_at < self._later(-older_than))
+            )
+
+    async def live_workers(self, *, include_dead: bool = False) -> list[LiveWorker]:
+        alive = (workers.c.expires_at >= self._now()).label("alive")
+        query = select(workers, alive).order_by(workers.c.name, workers.c.pid)
+        if not include_dead:
+            query = query.where(workers.c.expires_at >= self._now())
+        async with self.sa.read() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [
+            LiveWorker(
+                r["id"],
+                r["name"],
+                r["hostname"],
+                r["pid"],
+                list(r["queues"] or []),
+                list(r["running"] or []),
+                r["started_at"],
+                r["heartbeat_at"],
+                r["expires_at"],
+                bool(r["alive"]),
+            )
+            for r in rows
+        ]
+
+    async def count_live_workers(self) -> tuple[int, int]:
+        async with self.sa.read() as conn:
+            row = (
+                await conn.execute(
+                    select(func.count(func.distinct(workers.c.name)), func.count()).where(
+                        workers.c.expires_at >= self._now()
+                    )
+                )
+            ).first()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    # --- named locks ----------------------------------------------------------------------
+
+    async def try_lock(self, name: str, owner: str, ttl: float) -> bool:
+        async with self.sa.write() as conn:
+            result = await conn.execute(
+                update(locks)
+                .where(
+                    locks.c.name == name,
+                    or_(locks.c.owner == owner, locks.c.expires_at < self._now()),
+                )
+                .values(owner=owner, expires_at=self._later(ttl))
+            )
+            if result.rowcount:
+                return True
+            inserted = await conn.execute(
+                self._insert_ignore(
+                    locks, {"name": name, "owner": owner, "expires_at": self._later(ttl)}, ["name"]
+                )
+            )
+            return bool(inserted.rowcount)
+
+    async def unlock(self, name: str, owner: str) -> None:
+        async with self.sa.write() as conn:
+            await conn.execute(delete(locks).where(locks.c.name == name, locks.c.owner == owner))
+
+    # --- flows and upkeep -----------------------------------------------------------------
+
+    async def sync_flows(self, specs: list[tuple[str, str, str, str]]) -> None:
+        if not specs:
+            return
+        rows = [
+            {
+                "name": n,
+                "version": v,
+                "graph_hash": h,
+                "description": d,
+                "registered_at": self._now(),
+            }
+            for n, v, h, d in specs
+        ]
+        stmt = self._upsert(flows, rows, ["name", "version"], ["graph_hash", "description"])
+        async with self.sa.write() as conn:
+            await conn.execute(stmt)
+
+    async def now(self) -> datetime:
+        async with self.sa.read() as conn:
+            value = (await conn.execute(select(self._now()))).scalar_one()
+        return _aware(value)
+
+    async def ping(self) -> None:
+        async with self.sa.read() as conn:
+            await conn.execute(select(literal(1)))
+
+
+def _aware(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -1,0 +1,366 @@
+"""The embedded store: SQLite through the stdlib driver on the hot paths.
+
+Writes go through ``SqliteWriter`` (group commit on the event loop); point reads by id run
+on the loop through a read-only connection that never waits (WAL readers don't block).
+Values are stored exactly as SQLAlchemy's types store them (UUIDs as 32 hex digits, UTC
+times as ``YYYY-MM-DD HH:MM:SS.ffffff``, JSON as text), so the cold paths in
+``db.core_store`` read the same rows.
+
+The database's clock here is SQLite's ``'now'``: the host's clock, which every process on
+one SQLite file shares.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import orjson
+from sqlalchemy import Table, func, insert, literal_column
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import ColumnElement
+
+from core.ids import uuid7
+from db.core_store import RUN_COLUMN_NAMES, CoreStore
+from db.database import Database
+from db.models import runs
+from db.sqlite_writer import SqliteWriter, connect
+from db.store import Claimed, ExtraRows, Idempotency, LeaseLost, NewRun, StepRecord
+from db.types import utcnow
+
+# --- the SQL ---------------------------------------------------------------------------------
+
+# The database's clock, in the text form SQLAlchemy stores times in (microseconds).
+NOW = "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')"
+LATER = "(strftime('%Y-%m-%d %H:%M:%f', 'now', ?) || '000')"  # ? = '+15.0 seconds'
+
+# -- insert_run: a new queued run; its deadline is the database's now + run_timeout
+INSERT_RUN = f"""
+INSERT INTO runs (id, tenant, principal, flow, flow_version, graph_hash, status, mode, queue,
+    priority, input, metadata, current_node, created_at, seq, version, state_seq,
+    deliveries, cancel_requested, deadline_at)
+VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, 0,
+    CASE WHEN ? IS NULL THEN NULL ELSE {LATER} END)
+RETURNING deadline_at
+"""
+
+# -- claim: take the lease of a claimable run no live holder has; count the delivery
+CLAIM = f"""
+UPDATE runs SET lease_owner = ?, lease_expires_at = {LATER}, deliveries = deliveries + 1,
+    status = 'running', started_at = coalesce(started_at, {NOW}), version = version + 1
+WHERE id = ? AND status IN ('queued', 'running')
+    AND (lease_owner IS NULL OR lease_expires_at < {NOW} OR lease_owner = ?)
+RETURNING id, flow, flow_version, graph_hash, status, seq, cursor, state, state_seq, input,
+    deliveries, cancel_requested, deadline_at, {NOW}
+"""
+
+# -- insert_step: the step a checkpoint commits (only after its fenced UPDATE held)
+INSERT_STEP = """
+INSERT INTO steps (run_id, seq, node, status, attempts, action, started_at, finished_at,
+    duration_ms, worker, error, delta, cursor, next_node)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+# -- get_run / run_version: point reads by id
+GET_RUN = f"SELECT {', '.join(RUN_COLUMN_NAMES)} FROM runs WHERE id = ?"
+RUN_VERSION = "SELECT version, status FROM runs WHERE id = ?"
+
+
+@lru_cache(maxsize=128)
+def checkpoint_sql(keys: tuple[str, ...], renew: bool) -> str:
+    """-- checkpoint: set ``keys`` on the run, renew its lease if asked, reset its delivery
+    count, fenced by (id, seq, lease_owner); returns the pending-cancel flag."""
+    sets = [f"{key} = ?" for key in keys]
+    if renew:
+        sets.append(f"lease_expires_at = {LATER}")
+    sets += ["deliveries = 0", "version = version + 1"]
+    return (
+        f"UPDATE runs SET {', '.join(sets)} "
+        "WHERE id = ? AND seq = ? AND lease_owner = ? RETURNING cancel_requested"
+    )
+
+
+# --- values as SQLAlchemy's types store them -------------------------------------------------
+
+
+def _time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    text = value.isoformat(" ")
+    return text if value.microsecond else text + ".000000"
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _modifier(seconds: float) -> str:
+    return f"{seconds:+.6f} seconds"
+
+
+def _read_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value).replace(tzinfo=UTC) if value is not None else None
+
+
+def _read_json(value: str | None) -> Any:
+    return orjson.loads(value) if value is not None else None
+
+
+_ENCODE = {
+    "cursor": _json,
+    "state": _json,
+    "output": _json,
+    "error": _json,
+    "finished_at": _time,
+    "lease_expires_at": _time,
+}
+_DECODE: dict[str, Any] = {
+    "id": uuid.UUID,
+    "cancel_requested": bool,
+    "created_at": _read_time,
+    "started_at": _read_time,
+    "finished_at": _read_time,
+    "input": _read_json,
+    "output": _read_json,
+    "error": _read_json,
+    "metadata": _read_json,
+}
+_RUN_DECODERS = [(name, _DECODE.get(name)) for name in RUN_COLUMN_NAMES]
+
+
+def _run_row(raw: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        name: (decode(value) if decode is not None and value is not None else value)
+        for (name, decode), value in zip(_RUN_DECODERS, raw, strict=True)
+    }
+
+
+class SqliteStore(CoreStore):
+    def __init__(self, sa: Database) -> None:
+        super().__init__(sa)
+        parsed = make_url(sa.url)
+        path = parsed.database
+        if not path or path == ":memory:" or parsed.query.get("uri"):
+            raise ValueError("the SQLite store needs a database file (sqlite:///path/to/file.db)")
+        self.path = path
+        self.writer = SqliteWriter(path)
+        self._reader: sqlite3.Connection | None = None
+        self._plans: dict[tuple[Table, tuple[str, ...]], tuple[str, list[Any]]] = {}
+
+    # --- the clock and dialect bits for the cold paths ------------------------------------
+
+    def _now(self) -> ColumnElement:
+        return literal_column(NOW)
+
+    def _later(self, seconds: float) -> ColumnElement:
+        return func.strftime("%Y-%m-%d %H:%M:%f", "now", _modifier(seconds)).concat("000")
+
+    def _upsert(self, table: Any, rows: list[dict[str, Any]], keys: list[str], cols: list[str]):
+        stmt = sqlite_insert(table).values(rows)
+        return stmt.on_conflict_do_update(
+            index_elements=keys, set_={c: getattr(stmt.excluded, c) for c in cols}
+        )
+
+    def _insert_ignore(self, table: Any, values: dict[str, Any], keys: list[str]):
+        return sqlite_insert(table).values(values).on_conflict_do_nothing(index_elements=keys)
+
+    # --- runs -----------------------------------------------------------------------------
+
+    async def create(
+        self,
+        new: NewRun,
+        idempotency: Idempotency | None = None,
+        *,
+        extra_rows: ExtraRows | None = None,
+    ) -> tuple[Mapping[str, Any], bool]:
+        if idempotency is not None:
+            existing = await self._replay(new, idempotency)
+            if existing is not None:
+                return existing, False
+        now = utcnow()
+        run_id = uuid7(int(now.timestamp() * 1000))
+        extras = list(self._key_rows(new, idempotency, run_id, now))
+        if extra_rows is not None:
+            extras.extend(extra_rows(run_id))
+        planned = [self._planned(table, values) for table, values in extras]
+        timeout = new.run_timeout or None
+        params = (
+            run_id.hex,
+            new.tenant,
+            new.principal,
+            new.flow,
+            new.flow_version,
+            new.graph_hash,
+            new.mode,
+            new.queue,
+            new.priority,
+            _json(new.input),
+            _json(new.metadata),
+            new.current_node,
+            _time(now),
+            timeout,
+            _modifier(timeout or 0),
+        )
+
+        def insert_run(conn: sqlite3.Connection) -> str | None:
+            deadline = conn.execute(INSERT_RUN, params).fetchone()[0]
+            for sql, row in planned:
+                conn.execute(sql, row)
+            return deadline
+
+        try:
+            deadline = await self.writer.run(insert_run)
+        except sqlite3.IntegrityError as exc:
+            if idempotency is None:
+                raise IntegrityError(INSERT_RUN, params, exc) from exc
+            existing = await self._replay(new, idempotency)
+            if existing is None:
+                raise IntegrityError(INSERT_RUN, params, exc) from exc
+            return existing, False
+        row = self._new_row(new, run_id, now)
+        row["deadline_at"] = _read_time(deadline)
+        return row, True
+
+    async def get(self, run_id: uuid.UUID) -> Mapping[str, Any] | None:
+        try:
+            raw = self._read().execute(GET_RUN, (run_id.hex,)).fetchone()
+        except sqlite3.Error:
+            return await self._get_pooled(run_id)  # e.g. busy during a WAL recovery
+        return _run_row(raw) if raw is not None else None
+
+    async def version(self, run_id: uuid.UUID) -> tuple[int, str] | None:
+        try:
+            raw = self._read().execute(RUN_VERSION, (run_id.hex,)).fetchone()
+        except sqlite3.Error:
+            return await self._version_pooled(run_id)
+        return (raw[0], raw[1]) if raw is not None else None
+
+    def _read(self) -> sqlite3.Connection:
+        """Cheap indexed single-row SELECTs only: they run on the event loop."""
+        if self._reader is None:
+            self._reader = connect(self.path, query_only=True)
+        return self._reader
+
+    async def insert_rows(self, *rows: tuple[Table, dict[str, Any]]) -> None:
+        planned = [self._planned(table, values) for table, values in rows]
+
+        def insert_all(conn: sqlite3.Connection) -> None:
+            for sql, row in planned:
+                conn.execute(sql, row)
+
+        try:
+            await self.writer.run(insert_all)
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError("INSERT", None, exc) from exc
+
+    def _planned(self, table: Table, values: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+        """SQLAlchemy's own INSERT for these columns, bound as its types bind them."""
+        keys = tuple(values)
+        plan = self._plans.get((table, keys))
+        if plan is None:
+            compiled = insert(table).compile(dialect=self.sa.writer.dialect, column_keys=list(keys))
+            names = list(compiled.positiontup or ())
+            processors = compiled._bind_processors
+            plan = (str(compiled), [(name, processors.get(name)) for name in names])
+            self._plans[(table, keys)] = plan
+        sql, binds = plan
+        return sql, tuple(
+            values[name] if bind is None else bind(values[name]) for name, bind in binds
+        )
+
+    # --- the engine -----------------------------------------------------------------------
+
+    async def claim(self, run_id: uuid.UUID, owner: str, ttl: float) -> Claimed | None:
+        params = (owner, _modifier(ttl), run_id.hex, owner)
+
+        def claim(conn: sqlite3.Connection) -> tuple | None:
+            return conn.execute(CLAIM, params).fetchone()
+
+        raw = await self.writer.run(claim)
+        if raw is None:
+            return None
+        return Claimed(
+            uuid.UUID(raw[0]),
+            raw[1],
+            raw[2],
+            raw[3],
+            raw[4],
+            raw[5],
+            _read_json(raw[6]),
+            _read_json(raw[7]),
+            raw[8],
+            _read_json(raw[9]),
+            raw[10],
+            bool(raw[11]),
+            _read_time(raw[12]),
+            _read_time(raw[13]),  # type: ignore[arg-type]
+        )
+
+    async def checkpoint(
+        self,
+        run_id: uuid.UUID,
+        owner: str,
+        seq: int,
+        ttl: float | None,
+        step: StepRecord | None,
+        run_values: dict[str, Any],
+    ) -> bool:
+        values = {**run_values, "seq": step.seq if step is not None else seq}
+        renew = ttl is not None and "lease_expires_at" not in values
+        sql = checkpoint_sql(tuple(values), renew)
+        params: list[Any] = [
+            _ENCODE[key](value) if key in _ENCODE else value for key, value in values.items()
+        ]
+        if renew:
+            params.append(_modifier(ttl))  # type: ignore[arg-type]
+        params += [run_id.hex, seq, owner]
+        step_params = _step_params(run_id, step) if step is not None else None
+
+        def commit(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(sql, params).fetchone()
+            if row is None:
+                raise LeaseLost(str(run_id))
+            if step_params is not None:
+                conn.execute(INSERT_STEP, step_params)
+            return bool(row[0])
+
+        return await self.writer.run(commit)
+
+    # --- upkeep ---------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        self.writer.close()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        await self.sa.close()
+
+
+def _step_params(run_id: uuid.UUID, step: StepRecord) -> tuple[Any, ...]:
+    return (
+        run_id.hex,
+        step.seq,
+        step.node,
+        step.status,
+        step.attempts,
+        step.action,
+        _time(step.started_at),
+        _time(step.finished_at),
+        step.duration_ms,
+        step.worker,
+        _json(step.error),
+        _json(step.delta),
+        _json(step.cursor),
+        step.next_node,
+    )
+
+
+__all__ = ["SqliteStore", "runs"]

@@ -1,0 +1,313 @@
+"""The run store: the one interface the engine, both executors, the API and the CLI use.
+
+``open_store(url)`` picks the implementation once: ``SqliteStore`` for the embedded
+default, ``PostgresStore`` for production. Nothing outside those two knows which database
+it has. Time that decides who may run what (lease and slot expiry, worker liveness, sweeps)
+is the database's clock, never a process's own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from db.database import Database
+
+TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
+CLAIMABLE = ("queued", "running")
+
+Rows = Sequence[tuple[Table, dict[str, Any]]]
+
+
+class LeaseLost(Exception):
+    """The run's lease or step counter moved on: this holder must stop without writing."""
+
+
+@dataclass(slots=True)
+class NewRun:
+    tenant: str
+    principal: str
+    flow: str
+    flow_version: str
+    graph_hash: str
+    mode: str
+    queue: str
+    priority: int
+    input: dict[str, Any]
+    metadata: dict[str, Any]
+    run_timeout: float | None = None
+    current_node: str | None = None  # the node the run starts at
+
+
+@dataclass(slots=True)
+class Idempotency:
+    key: str
+    request_hash: str
+    ttl: float
+
+
+@dataclass(slots=True)
+class RunFilter:
+    tenant: str | None  # None: every tenant
+    principal: str | None = None  # set: only this principal's runs
+    flow: str | None = None
+    statuses: Sequence[str] = ()
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    limit: int = 50
+    before_id: uuid.UUID | None = None
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A run just claimed, with what its holder needs to carry it on."""
+
+    id: uuid.UUID
+    flow: str
+    flow_version: str
+    graph_hash: str
+    status: str
+    seq: int
+    cursor: Any
+    state: Any
+    state_seq: int
+    input: Any
+    deliveries: int
+    cancel_requested: bool
+    deadline_at: datetime | None
+    now: datetime  # the database's clock at the claim
+
+
+@dataclass(slots=True)
+class StepRecord:
+    seq: int
+    node: str
+    status: str
+    attempts: int
+    action: str | None
+    started_at: datetime
+    finished_at: datetime
+    worker: str
+    error: dict | None
+    delta: dict | None
+    cursor: Any = None  # the cursor after the step (None on a run's last or failed step)
+    next_node: str | None = None
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds() * 1000
+
+
+@dataclass(slots=True)
+class RunHead:
+    """What a worker reads before it claims: enough to route, throttle and requeue."""
+
+    id: uuid.UUID
+    flow: str
+    flow_version: str
+    status: str
+    queue: str
+    priority: int
+    seq: int
+    current_node: str | None
+    leased_by: str | None  # the owner of a lease that has not expired, by the database's clock
+
+
+@dataclass(slots=True)
+class Dispatch:
+    id: uuid.UUID
+    queue: str
+    priority: int
+
+
+@dataclass(slots=True)
+class LiveWorker:
+    id: str
+    name: str
+    hostname: str
+    pid: int
+    queues: list[str]
+    running: list[str]
+    started_at: datetime
+    heartbeat_at: datetime
+    expires_at: datetime
+    alive: bool  # heartbeat inside its TTL, by the database's clock
+
+
+ExtraRows = Callable[[uuid.UUID], Rows]
+
+
+class RunStore(ABC):
+    """Runs, steps, leases, slots, locks and the worker registry, on one database."""
+
+    dialect: str
+    sa: Database  # the SQLAlchemy handle: migrations, keys and the audit log
+
+    # --- runs: the API and the CLI --------------------------------------------------------
+
+    @abstractmethod
+    async def create(
+        self,
+        new: NewRun,
+        idempotency: Idempotency | None = None,
+        *,
+        extra_rows: ExtraRows | None = None,
+    ) -> tuple[Mapping[str, Any], bool]:
+        """Insert a queued run; with a key seen before, that run instead (created=False).
+        ``extra_rows(run_id)``: rows (an audit entry) committed in the run's transaction."""
+
+    @abstractmethod
+    async def get(self, run_id: uuid.UUID) -> Mapping[str, Any] | None: ...
+
+    @abstractmethod
+    async def version(self, run_id: uuid.UUID) -> tuple[int, str] | None:
+        """(version, status): what a long poll compares."""
+
+    @abstractmethod
+    async def list(self, f: RunFilter) -> list[Mapping[str, Any]]: ...
+
+    @abstractmethod
+    async def steps(self, run_id: uuid.UUID) -> list[Mapping[str, Any]]: ...
+
+    @abstractmethod
+    async def cancel(self, run_id: uuid.UUID) -> Mapping[str, Any] | None:
+        """Cancel a queued run at once; flag a running one for its next checkpoint."""
+
+    @abstractmethod
+    async def insert_rows(self, *rows: tuple[Table, dict[str, Any]]) -> None:
+        """INSERT ``rows`` atomically (an audit entry), committed before this returns."""
+
+    # --- the engine -----------------------------------------------------------------------
+
+    @abstractmethod
+    async def claim(self, run_id: uuid.UUID, owner: str, ttl: float) -> Claimed | None:
+        """Take the run's lease if no live holder has it; count the delivery."""
+
+    @abstractmethod
+    async def checkpoint(
+        self,
+        run_id: uuid.UUID,
+        owner: str,
+        seq: int,
+        ttl: float | None,
+        step: StepRecord | None,
+        run_values: dict[str, Any],
+    ) -> bool:
+        """Commit one checkpoint fenced by ``seq`` and ``owner``, renewing the lease for
+        ``ttl`` seconds (None: leave it); return whether a cancel is pending. Raises
+        ``LeaseLost`` when the fence fails."""
+
+    @abstractmethod
+    async def deltas(self, run_id: uuid.UUID, after_seq: int) -> list[dict | None]: ...
+
+    @abstractmethod
+    async def release(self, run_id: uuid.UUID, owner: str) -> None: ...
+
+    @abstractmethod
+    async def renew(self, owner: str, ttl: float, run_ids: Collection[uuid.UUID]) -> int:
+        """Extend the leases of the runs this holder is advancing right now."""
+
+    # --- dispatch and the sweeper ---------------------------------------------------------
+
+    @abstractmethod
+    async def head(self, run_id: uuid.UUID) -> RunHead | None: ...
+
+    @abstractmethod
+    async def mark_dispatched(self, run_id: uuid.UUID) -> None: ...
+
+    @abstractmethod
+    async def take_orphans(
+        self, redispatch_after: float, *, everything: bool = False, limit: int = 1000
+    ) -> list[Dispatch]:
+        """Unfinished runs no live lease holds that need a (new) dispatch: an expired
+        lease at once, an unleased run once its last dispatch is ``redispatch_after``
+        seconds old (or at once with ``everything``). Marks them dispatched."""
+
+    # --- per-flow concurrency slots -------------------------------------------------------
+
+    @abstractmethod
+    async def acquire_slot(
+        self, flow: str, run_id: uuid.UUID, owner: str, limit: int, ttl: float
+    ) -> bool: ...
+
+    @abstractmethod
+    async def release_slot(self, flow: str, run_id: uuid.UUID, owner: str) -> None: ...
+
+    @abstractmethod
+    async def renew_slots(self, owner: str, ttl: float, run_ids: Collection[uuid.UUID]) -> int:
+        """Extend the slots held for these runs only: a slot whose release failed expires."""
+
+    # --- the worker registry and named locks ----------------------------------------------
+
+    @abstractmethod
+    async def heartbeat(
+        self,
+        worker_id: str,
+        *,
+        name: str,
+        hostname: str,
+        pid: int,
+        queues: list[str],
+        running: list[str],
+        ttl: float,
+    ) -> None: ...
+
+    @abstractmethod
+    async def forget_worker(self, worker_id: str) -> None: ...
+
+    @abstractmethod
+    async def prune_workers(self, older_than: float = 3600.0) -> None: ...
+
+    @abstractmethod
+    async def live_workers(self, *, include_dead: bool = False) -> list[LiveWorker]: ...
+
+    @abstractmethod
+    async def count_live_workers(self) -> tuple[int, int]:
+        """(worker names, worker processes) with a heartbeat inside their TTL."""
+
+    @abstractmethod
+    async def try_lock(self, name: str, owner: str, ttl: float) -> bool:
+        """Take or renew the lock ``name``; False while another live holder has it."""
+
+    @abstractmethod
+    async def unlock(self, name: str, owner: str) -> None: ...
+
+    # --- flows and upkeep -----------------------------------------------------------------
+
+    @abstractmethod
+    async def sync_flows(self, specs: list[tuple[str, str, str, str]]) -> None:
+        """Record (name, version, graph hash, description) of every loaded flow."""
+
+    @abstractmethod
+    async def serialize(self, conn: AsyncConnection, name: str) -> None:
+        """Within ``conn``'s write transaction (``sa.write()``), wait for every other
+        transaction serialized on ``name``."""
+
+    @abstractmethod
+    async def now(self) -> datetime:
+        """The database's clock."""
+
+    @abstractmethod
+    async def ping(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+def open_store(url: str, *, pool_size: int = 10) -> RunStore:
+    """The store for ``DATABASE_URL``: chosen here, once."""
+    sa = Database(url, pool_size=pool_size)
+    if sa.dialect == "sqlite":
+        from db.sqlite_store import SqliteStore
+
+        return SqliteStore(sa)
+    from db.postgres_store import PostgresStore
+
+    return PostgresStore(sa, pool_size=pool_size)
