@@ -122,17 +122,17 @@ def auth_microbench(n: int = 20_000) -> dict[str, float]:
 
     from api.auth import Authenticator
     from core.settings import Settings
-    from db.database import Database
     from db.keys import KeyRepository
     from db.migrate import upgrade
+    from db.store import open_store
 
     async def run() -> dict[str, float]:
         tmp = Path(tempfile.mkdtemp(prefix="bench-auth-micro-"))
         settings = Settings(
             database_url=f"sqlite+aiosqlite:///{tmp / 'micro.db'}", jwt_secret=JWT_SECRET
         )
-        db = Database(settings.database_url)
-        await upgrade(db)
+        db = open_store(settings.database_url)
+        await upgrade(db.sa)
         await KeyRepository(db).bootstrap(ADMIN_KEY)
         auth = Authenticator(settings, KeyRepository(db))
         token = jwt.encode(

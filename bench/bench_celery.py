@@ -150,19 +150,17 @@ class PocketrunClient:
     """Creates runs as the API does (database row + broker message) and waits for them."""
 
     def __init__(self, database_url: str, redis_url: str) -> None:
-        from db.database import Database
-        from db.runs import RunRepository
+        from db.store import open_store
         from flows.registry import REGISTRY
         from workers.dispatch import Dispatcher, redis_client
 
-        self.db = Database(database_url)
-        self.repo = RunRepository(self.db)
+        self.db = self.repo = open_store(database_url)
         self.redis = redis_client(redis_url, socket_timeout=None)
         self.dispatcher = Dispatcher(self.redis)
         self.spec = REGISTRY.get("bench-ten")
 
     async def create(self) -> uuid.UUID:
-        from db.runs import NewRun
+        from db.store import NewRun
 
         spec = self.spec
         row, _ = await self.repo.create(
@@ -210,7 +208,7 @@ class PocketrunClient:
         from sqlalchemy import func, select
 
         from db.models import runs as runs_table
-        from db.runs import TERMINAL
+        from db.store import TERMINAL
 
         started = time.perf_counter()
         ids = [await self.create() for _ in range(runs)]
@@ -221,7 +219,7 @@ class PocketrunClient:
         )
         deadline = time.monotonic() + 300
         while True:
-            async with self.db.read() as conn:
+            async with self.db.sa.read() as conn:
                 counts = dict((await conn.execute(query)).all())
             if sum(counts.values()) >= runs:
                 break
@@ -233,19 +231,19 @@ class PocketrunClient:
 
     async def commit_floor(self, steps: int = 200) -> float:
         """One checkpoint-sized transaction (UPDATE run + INSERT step), the durable floor."""
-        from db.checkpoints import Checkpoints, StepRecord
+        from db.store import StepRecord
         from db.types import utcnow
 
         run_id = await self.create()
         await asyncio.sleep(0.5)  # let the workers finish it; we reuse the row
-        checkpoints = Checkpoints(self.db)
+        checkpoints = self.db
         owner = "bench-floor"
         from sqlalchemy import delete, select, update
 
         from db.models import runs
         from db.models import steps as steps_table
 
-        async with self.db.write() as conn:
+        async with self.db.sa.write() as conn:
             cursor = (
                 await conn.execute(
                     select(steps_table.c.cursor)
@@ -264,7 +262,7 @@ class PocketrunClient:
             record = StepRecord(seq + 1, "Inc", "succeeded", 1, None, now, now, owner, None,
                                 {"set": {"n": seq + 1}, "del": []}, cursor, "Inc")  # fmt: skip
             values = {"cursor": cursor, "current_node": "Inc"}
-            await checkpoints.commit(run_id, owner, seq, 15, record, values)
+            await checkpoints.checkpoint(run_id, owner, seq, 15, record, values)
         return (time.perf_counter() - started) / steps * 1000
 
     async def close(self) -> None:

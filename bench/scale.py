@@ -25,10 +25,9 @@ import orjson
 from sqlalchemy import insert, select, text
 
 from core.ids import uuid7
-from db.database import Database
 from db.migrate import upgrade
 from db.models import runs
-from db.runs import RunFilter, RunRepository
+from db.store import RunFilter, RunStore, open_store
 
 STATUSES = ["queued", "running", "waiting", "succeeded", "failed", "cancelled", "timed_out"]
 WEIGHTS = [1, 1, 1, 80, 10, 5, 2]
@@ -66,19 +65,19 @@ def rows(n: int, start: datetime):
         }
 
 
-async def fill(db: Database, n: int, start: datetime) -> float:
+async def fill(db: RunStore, n: int, start: datetime) -> float:
     began = time.perf_counter()
     batch: list[dict] = []
     for row in rows(n, start):
         batch.append(row)
         if len(batch) == 5000:
-            async with db.write() as conn:
+            async with db.sa.write() as conn:
                 await conn.execute(insert(runs), batch)
             batch = []
     if batch:
-        async with db.write() as conn:
+        async with db.sa.write() as conn:
             await conn.execute(insert(runs), batch)
-    async with db.write() as conn:
+    async with db.sa.write() as conn:
         await conn.exec_driver_sql("ANALYZE")
     return time.perf_counter() - began
 
@@ -93,10 +92,10 @@ async def timed(fn, repeat: int = 50) -> float:
     return statistics.median(samples)
 
 
-async def measure(db: Database, start: datetime, n: int) -> dict[str, float]:
+async def measure(db: RunStore, start: datetime, n: int) -> dict[str, float]:
     skip = min(5000, n // len(TENANTS) // 2)
-    repo = RunRepository(db)
-    async with db.read() as conn:
+    repo = db
+    async with db.sa.read() as conn:
         sample_ids = [
             row.id
             for row in await conn.execute(
@@ -141,13 +140,13 @@ async def measure(db: Database, start: datetime, n: int) -> dict[str, float]:
     return {name: await timed(fn) for name, fn in cases.items()}
 
 
-async def explain(db: Database) -> str:
+async def explain(db: RunStore) -> str:
     sql = (
         "SELECT id FROM runs WHERE tenant = 'tenant-3' AND status IN ('running') "
         "ORDER BY id DESC LIMIT 50"
     )
-    prefix = "EXPLAIN QUERY PLAN " if db.is_sqlite else "EXPLAIN "
-    async with db.read() as conn:
+    prefix = "EXPLAIN QUERY PLAN " if db.dialect == "sqlite" else "EXPLAIN "
+    async with db.sa.read() as conn:
         return "\n".join(
             " ".join(str(c) for c in row) for row in await conn.execute(text(prefix + sql))
         )
@@ -168,9 +167,9 @@ async def run_dialect(dialect: str, n: int) -> dict:
             + "/"
             + name
         )
-    db = Database(url)
+    db = open_store(url)
     try:
-        await upgrade(db)
+        await upgrade(db.sa)
         fill_s = await fill(db, n, start)
         timings = await measure(db, start, n)
         plan = await explain(db)

@@ -152,24 +152,24 @@ class WorkerProcess:
         self.started_at = utcnow()
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
-        self.store = open_store(settings.database_url, pool_size=2)
+        self.runs = open_store(settings.database_url, pool_size=2)
         self.registry = load_flows(settings.flow_modules)
         self.redis = redis_client(settings.redis_url) if settings.redis_url else None
         broker = broker_url(settings)
         self.broker = self.redis if broker == settings.redis_url else redis_client(broker)
-        self.store = (
+        self.live = (
             RedisStore(self.redis, settings)
             if self.redis is not None and settings.redis_store
             else None
         )
         self.engine = RunEngine(
-            self.store,
+            self.runs,
             self.registry,
             settings,
             worker_name=self.name,
             threads=StepThreads(4),
-            on_commit=self.store.notify if self.store is not None else None,
-            store_sync=self.store,
+            on_commit=self.live.notify if self.live is not None else None,
+            store_sync=self.live,
         )
         self.advancer = Advancer(self.engine, Dispatcher(self.broker), self.registry, settings)
         self.heartbeat = Heartbeat(self)
@@ -183,8 +183,8 @@ class WorkerProcess:
         main = self.loop.create_task(self.advancer.advance(rid, self.settings.time_slice))
         try:
             outcome = self.loop.run_until_complete(main)
-            if self.store is not None:
-                self.loop.run_until_complete(self.store.flush())
+            if self.live is not None:
+                self.loop.run_until_complete(self.live.flush())
             return outcome
         except StepTimeLimit:
             log.warning("task time limit: ending the run timed_out", run_id=run_id)
@@ -203,13 +203,13 @@ class WorkerProcess:
             return "timed_out"
 
     def _recycle(self) -> tuple[RunStore, StepThreads]:
-        old_store, old_threads = self.store, self.engine.threads
-        self.store = self.engine.store = open_store(self.settings.database_url, pool_size=2)
+        old_store, old_threads = self.runs, self.engine.threads
+        self.runs = self.engine.store = open_store(self.settings.database_url, pool_size=2)
         self.engine.threads = StepThreads(4)
         return old_store, old_threads
 
     async def _time_limited(self, run_id: uuid.UUID, started) -> None:
-        head = await self.store.head(run_id)
+        head = await self.runs.head(run_id)
         if head is None or head.status not in CLAIMABLE or head.leased_by != self.engine.owner:
             return
         soft = self.settings.task_soft_time_limit
@@ -235,15 +235,15 @@ class WorkerProcess:
             "lease_expires_at": None,
         }
         try:
-            await self.store.checkpoint(
+            await self.runs.checkpoint(
                 run_id, self.engine.owner, head.seq, self.settings.lease_ttl, step, values
             )
         except Exception:
             log.exception("could not end the run after the time limit", run_id=str(run_id))
             return
-        if self.store is not None:
-            await self.store.ended(run_id)
-            self.store.notify(run_id)
+        if self.live is not None:
+            await self.live.ended(run_id)
+            self.live.notify(run_id)
             await asyncio.sleep(0)
 
     def close(self) -> None:

@@ -39,22 +39,22 @@ class CeleryExecutor:
         if store.dialect != "postgresql":
             log.warning("EXECUTOR=celery is meant for PostgreSQL; SQLite works on one machine only")
         self.settings = settings
-        self.store = store
+        self.runs = store
         self.registry = registry
         self.changes = ChangeFeed()
         self.redis = redis_client(settings.redis_url)
         broker = settings.broker_url or settings.redis_url
         self.broker = self.redis if broker == settings.redis_url else redis_client(broker)
         self.dispatcher = Dispatcher(self.broker)
-        self.store = RedisStore(self.redis, settings) if settings.redis_store else None
+        self.live = RedisStore(self.redis, settings) if settings.redis_store else None
         self.engine = RunEngine(
             store,
             registry,
             settings,
             worker_name=settings.worker_name or f"api:{default_worker_name()}",
             changes=self.changes,
-            on_commit=self.store.notify if self.store is not None else None,
-            store_sync=self.store,
+            on_commit=self.live.notify if self.live is not None else None,
+            store_sync=self.live,
         )
         self.advancer = Advancer(self.engine, self.dispatcher, registry, settings)
         # Inline runs only: their leases and slots (the workers sweep for everyone).
@@ -122,8 +122,8 @@ class CeleryExecutor:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.engine.threads.shutdown(wait=False, cancel_futures=True)
-        if self.store is not None:
-            await self.store.flush()  # the last steps' Redis applies and notifications
+        if self.live is not None:
+            await self.live.flush()  # the last steps' Redis applies and notifications
         await self.changes.close()
         for client in {id(self.redis): self.redis, id(self.broker): self.broker}.values():
             with contextlib.suppress(Exception):
@@ -140,7 +140,7 @@ class CeleryExecutor:
                 body[label] = f"error: {type(exc).__name__}"
                 ok = False
         try:
-            names, processes = await self.store.count_live_workers()
+            names, processes = await self.runs.count_live_workers()
             body["workers"] = names
             body["worker_processes"] = processes
             WORKERS_ALIVE.set(names)

@@ -263,9 +263,7 @@ class RunEngine:
                     step.cursor, step.next_node = values["cursor"], values["current_node"]
                 if step is None or new_seq % self.settings.snapshot_every == 0:
                     values.update(state=store.snapshot(), state_seq=new_seq)
-            cancel = await self.store.checkpoint(
-                run_id, self.owner, seq, lease.due(), step, values
-            )
+            cancel = await self.store.checkpoint(run_id, self.owner, seq, lease.due(), step, values)
             if self.store_sync is not None:
                 await self.store_sync.committed(run_id, seq, new_seq, delta, store, done)
             step_seconds.observe(loop.time() - began)

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from core.settings import Settings
-from db.checkpoints import Claimed
+from db.store import Claimed
 from workers.store import Delta, SharedStore
 
 log = structlog.get_logger("pocketrun.redis_store")
