@@ -31,7 +31,9 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.engine
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench.peers
+	$(BIN)/python -m bench.http_inline
 	$(BIN)/python -m bench.api
 
 clean:
