@@ -17,6 +17,9 @@ from core.errors import FlowDefinitionError, NotFound
 from flows.compiler import Graph, compile_flow, first_leaf
 
 Mode = Literal["inline", "background"]
+# Where sync nodes run: a step thread (a step timeout can abandon it), or the engine's
+# event loop (no thread hop; for nodes that never block: no timeout can cut them short).
+SyncNodes = Literal["thread", "loop"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -41,6 +44,7 @@ class FlowSpec:
     run_timeout: float | None
     concurrency: int | None
     graph: Graph = field(repr=False)
+    sync_nodes: SyncNodes = "thread"
 
     @property
     def graph_hash(self) -> str:
@@ -129,6 +133,7 @@ def register(
     step_timeout: float | None = 60,
     run_timeout: float | None = 3600,
     concurrency: int | None = None,
+    sync_nodes: SyncNodes = "thread",
     registry: Registry | None = None,
 ) -> FlowSpec:
     """Register a flow factory; the graph is compiled now, so a bad shape fails here."""
@@ -144,6 +149,8 @@ def register(
         raise FlowDefinitionError(f"flow '{name}': max_steps must be at least 1")
     if concurrency is not None and concurrency < 1:
         raise FlowDefinitionError(f"flow '{name}': concurrency must be at least 1 or None")
+    if sync_nodes not in ("thread", "loop"):
+        raise FlowDefinitionError(f"flow '{name}': sync_nodes must be 'thread' or 'loop'")
     try:
         graph = compile_flow(build())
     except FlowDefinitionError as exc:
@@ -162,6 +169,7 @@ def register(
         run_timeout=run_timeout,
         concurrency=concurrency,
         graph=graph,
+        sync_nodes=sync_nodes,
     )
     return (registry or REGISTRY).add(spec)
 

@@ -179,8 +179,7 @@ class RunEngine:
             store = await self._load_store(claimed)
         cursor = Cursor.from_json(claimed.cursor)
         self._published(run_id)  # the claim made it running
-        # A sync node needs a thread only when a timeout may have to abandon it.
-        inline = spec.step_timeout is None and claimed.deadline_at is None
+        inline = spec.sync_nodes == "loop"  # no thread hop; no timeout can cut them short
         runner = StepRunner(graph, self.threads, str(run_id), clock=now, inline_sync=inline)
         lease = LeaseRenewal(self.settings.lease_ttl)
         loop = asyncio.get_running_loop()
