@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -138,18 +139,43 @@ async def list_workers(settings: Settings, include_dead: bool) -> list[Any]:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration."""
+    from db.migrate import upgrade
+
+    _migrate_schema(upgrade, "head")
+
+
+@db_app.command("downgrade", context_settings={"ignore_unknown_options": True})
+def db_downgrade(
+    revision: Annotated[
+        str, typer.Argument(help="Where to go: -1 (one step, the default), -N, a revision, base")
+    ] = "-1",
+) -> None:
+    """Revert migrations down to REVISION; ``base`` removes the whole schema."""
+    from db.migrate import downgrade
+
+    _migrate_schema(downgrade, revision)
+
+
+def _migrate_schema(step: Callable[[Any, str], Awaitable[None]], revision: str) -> None:
+    from alembic.util import CommandError
+
     from db.database import Database
-    from db.migrate import current_revision, upgrade
+    from db.migrate import current_revision
 
     async def main() -> str | None:
         db = Database(_settings().database_url)
         try:
-            await upgrade(db)
+            await step(db, revision)
             return await current_revision(db)
         finally:
             await db.close()
 
-    console.print(f"database at revision [bold]{asyncio.run(main())}[/bold]")
+    try:
+        reached = asyncio.run(main())
+    except CommandError as exc:  # an unknown revision, or a step past base or head
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"database at revision [bold]{reached or 'base'}[/bold]")
 
 
 def _parse_input(text: str) -> dict[str, Any]:

@@ -37,17 +37,17 @@ class AppState:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            event = self.executor.changes.waiter(run_id)
-            current = await self.store.version(run_id)
-            if current is None:
-                return
-            version, status = current
-            if since_version is not None and version != since_version:
-                return
-            if since_version is None and status in TERMINAL:
-                return
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), min(remaining, 0.5))
+            with self.executor.changes.watch(run_id) as changed:
+                current = await self.store.version(run_id)
+                if current is None:
+                    return
+                version, status = current
+                if since_version is not None and version != since_version:
+                    return
+                if since_version is None and status in TERMINAL:
+                    return
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), min(remaining, 0.5))

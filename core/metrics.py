@@ -27,3 +27,6 @@ ABANDONED_THREADS = Gauge(
 SUPERVISOR_FAILURES = Counter(
     "pocketrun_supervisor_failures_total", "Supervisor duties that failed", ["duty"]
 )
+CHANGE_WAITERS = Gauge(
+    "pocketrun_change_waiters", "Runs with a long poll waiting on a change in this process"
+)
