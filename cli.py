@@ -159,11 +159,11 @@ def db_downgrade(
 def _migrate_schema(step: Callable[[Any, str], Awaitable[None]], revision: str) -> None:
     from alembic.util import CommandError
 
-    from db.database import Database
     from db.migrate import current_revision
+    from db.store import open_store
 
     async def main() -> str | None:
-        db = Database(_settings().database_url)
+        db = open_store(_settings().database_url)
         try:
             await step(db, revision)
             return await current_revision(db)
@@ -284,7 +284,7 @@ async def _open(settings: Settings):
 
     store = open_store(settings.database_url)
     if settings.auto_migrate:
-        await upgrade(store.sa)
+        await upgrade(store)
     return store
 
 

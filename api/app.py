@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = load_flows(settings.flow_modules)
         store = open_store(settings.database_url)
         if settings.auto_migrate:
-            await upgrade(store.sa)
+            await upgrade(store)
         await store.sync_flows(
             [(s.name, s.version, s.graph_hash, s.description) for s in registry.all()]
         )

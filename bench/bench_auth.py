@@ -132,7 +132,7 @@ def auth_microbench(n: int = 20_000) -> dict[str, float]:
             database_url=f"sqlite+aiosqlite:///{tmp / 'micro.db'}", jwt_secret=JWT_SECRET
         )
         db = open_store(settings.database_url)
-        await upgrade(db.sa)
+        await upgrade(db)
         await KeyRepository(db).bootstrap(ADMIN_KEY)
         auth = Authenticator(settings, KeyRepository(db))
         token = jwt.encode(

@@ -337,11 +337,11 @@ def main() -> None:
     rows = []
     try:
         time.sleep(0.5)
-        from db.database import Database
         from db.migrate import upgrade
+        from db.store import open_store
 
         async def migrate() -> None:
-            db = Database(database_url)
+            db = open_store(database_url)
             await upgrade(db)
             await db.close()
 

@@ -312,7 +312,7 @@ class PocketrunSide(Contender):
             mode="background",
         )
         self.store = store = open_store(url)
-        await upgrade(store.sa)
+        await upgrade(store)
         self.engine = RunEngine(store, registry, settings, worker_name="bench")
 
     async def run_flow(self) -> None:

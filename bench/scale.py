@@ -169,7 +169,7 @@ async def run_dialect(dialect: str, n: int) -> dict:
         )
     db = open_store(url)
     try:
-        await upgrade(db.sa)
+        await upgrade(db)
         fill_s = await fill(db, n, start)
         timings = await measure(db, start, n)
         plan = await explain(db)

@@ -10,7 +10,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 
-from db.database import Database
+from db.store import RunStore
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -22,26 +22,27 @@ def _config(connection: Any | None = None) -> Config:
     return config
 
 
-async def upgrade(db: Database, revision: str = "head") -> None:
+async def upgrade(store: RunStore, revision: str = "head") -> None:
     """Bring the schema to ``revision``; safe when several processes start at once."""
-    await _migrate(db, command.upgrade, revision)
+    await _migrate(store, command.upgrade, revision)
 
 
-async def downgrade(db: Database, revision: str = "-1") -> None:
+async def downgrade(store: RunStore, revision: str = "-1") -> None:
     """Take the schema back to ``revision``: ``-1`` is one step down, ``base`` no schema."""
-    await _migrate(db, command.downgrade, revision)
+    await _migrate(store, command.downgrade, revision)
 
 
-async def _migrate(db: Database, step: Callable[[Config, str], None], revision: str) -> None:
-    """One transaction; on PostgreSQL under an advisory lock, so concurrent callers queue."""
-    async with db.write() as conn:
-        if db.dialect == "postgresql":
-            await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7263318)")
+async def _migrate(
+    store: RunStore, step: Callable[[Config, str], None], revision: str
+) -> None:
+    """One transaction, serialized with every other migration, so concurrent callers queue."""
+    async with store.sa.write() as conn:
+        await store.serialize(conn, "pocketrun-migrate")
         await conn.run_sync(lambda sync_conn: step(_config(sync_conn), revision))
 
 
-async def current_revision(db: Database) -> str | None:
-    async with db.read() as conn:
+async def current_revision(store: RunStore) -> str | None:
+    async with store.sa.read() as conn:
         return await conn.run_sync(
             lambda sync_conn: MigrationContext.configure(sync_conn).get_current_revision()
         )

@@ -11,7 +11,6 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from db.database import Database
 from db.migrate import upgrade
 from db.store import RunStore, open_store
 from tests.support import TEST_AUTH, Server
@@ -41,7 +40,7 @@ def pg_url() -> Iterator[str]:
 
 
 async def _migrate(url: str) -> None:
-    db = Database(url)
+    db = open_store(url)
     try:
         await upgrade(db)
     finally:

@@ -74,7 +74,7 @@ def test_cli_run_wait_beside_serve_on_one_sqlite_file_is_never_taken_over(tmp_pa
 
     async def migrate() -> None:
         store = open_store(url)
-        await upgrade(store.sa)
+        await upgrade(store)
         await store.close()
 
     asyncio.run(migrate())

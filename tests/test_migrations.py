@@ -60,7 +60,7 @@ async def _tables(url: str) -> set[str]:
 
 
 async def _revision(url: str) -> str | None:
-    db = Database(url)
+    db = open_store(url)
     try:
         return await current_revision(db)
     finally:
@@ -68,7 +68,7 @@ async def _revision(url: str) -> str | None:
 
 
 async def _migrate(url: str, step, revision: str) -> None:
-    db = Database(url)
+    db = open_store(url)
     try:
         await step(db, revision)
     finally:
@@ -116,7 +116,7 @@ async def test_upgrade_downgrade_to_base_and_upgrade_again(empty_url: str) -> No
 
 async def test_downgrade_goes_one_step_by_default(empty_url: str) -> None:
     await _migrate(empty_url, upgrade, "head")
-    db = Database(empty_url)
+    db = open_store(empty_url)
     try:
         await downgrade(db)
         assert await current_revision(db) == SCRIPTS.get_revision(HEAD).down_revision
