@@ -32,9 +32,7 @@ async def downgrade(store: RunStore, revision: str = "-1") -> None:
     await _migrate(store, command.downgrade, revision)
 
 
-async def _migrate(
-    store: RunStore, step: Callable[[Config, str], None], revision: str
-) -> None:
+async def _migrate(store: RunStore, step: Callable[[Config, str], None], revision: str) -> None:
     """One transaction, serialized with every other migration, so concurrent callers queue."""
     async with store.sa.write() as conn:
         await store.serialize(conn, "pocketrun-migrate")

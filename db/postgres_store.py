@@ -116,6 +116,8 @@ def _dsn(url: str) -> str:
 
 
 class PostgresStore(CoreStore):
+    multi_host = True
+
     def __init__(self, sa: Database, *, pool_size: int = 10) -> None:
         super().__init__(sa)
         self.pool_size = pool_size

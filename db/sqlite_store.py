@@ -144,6 +144,8 @@ def _run_row(raw: tuple[Any, ...]) -> dict[str, Any]:
 
 
 class SqliteStore(CoreStore):
+    multi_host = False  # one file, one machine
+
     def __init__(self, sa: Database) -> None:
         super().__init__(sa)
         parsed = make_url(sa.url)

@@ -148,6 +148,7 @@ class RunStore(ABC):
     """Runs, steps, leases, slots, locks and the worker registry, on one database."""
 
     dialect: str
+    multi_host: bool  # may processes on several machines share it?
     sa: Database  # the SQLAlchemy handle: migrations, keys and the audit log
 
     # --- runs: the API and the CLI --------------------------------------------------------

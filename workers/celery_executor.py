@@ -36,7 +36,7 @@ class CeleryExecutor:
     def __init__(self, settings: Settings, store: RunStore, registry: Registry) -> None:
         if not settings.redis_url:
             raise RuntimeError("EXECUTOR=celery needs POCKETRUN_REDIS_URL")
-        if store.dialect != "postgresql":
+        if not store.multi_host:
             log.warning("EXECUTOR=celery is meant for PostgreSQL; SQLite works on one machine only")
         self.settings = settings
         self.runs = store
