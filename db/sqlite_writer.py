@@ -74,10 +74,15 @@ class SqliteWriter:
             self._commit(batch)
         except sqlite3.OperationalError as exc:
             if not _is_busy(exc):
-                raise
-            self._off_loop = True
-            asyncio.get_running_loop().create_task(self._commit_waiting(batch))
-            return
+                for _, future in batch:
+                    _settle(future, exc=exc)
+            else:
+                self._off_loop = True
+                asyncio.get_running_loop().create_task(self._commit_waiting(batch))
+                return
+        except Exception as exc:  # BEGIN itself failed: nothing was done
+            for _, future in batch:
+                _settle(future, exc=exc)
         if self._pending:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)

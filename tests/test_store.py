@@ -196,3 +196,33 @@ async def test_list_filters_and_pages_newest_first(db: RunStore) -> None:
 async def test_open_store_refuses_an_in_memory_sqlite() -> None:
     with pytest.raises(ValueError, match="database file"):
         open_store("sqlite:///:memory:")
+
+
+async def test_sqlite_writes_wait_off_the_loop_while_another_process_holds_the_lock(
+    tmp_path,
+) -> None:
+    import sqlite3
+
+    from db.migrate import upgrade
+
+    path = tmp_path / "locked.db"
+    store = open_store(f"sqlite:///{path}")
+    try:
+        await upgrade(store)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # as another process mid-write would
+        creating = asyncio.ensure_future(store.create(new_run()))
+        ticks = 0
+        for _ in range(20):  # the loop keeps turning while the write waits
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not creating.done()
+        other.execute("COMMIT")
+        other.close()
+        row, fresh = await asyncio.wait_for(creating, 10)
+        assert fresh and ticks == 20
+        assert (await store.get(row["id"]))["status"] == "queued"
+        # and the writer is back on the loop for the next write
+        assert (await store.create(new_run()))[1]
+    finally:
+        await store.close()
