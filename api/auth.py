@@ -11,14 +11,13 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import httpx
 import jwt
 import structlog
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Request
 
 from core.errors import Unauthorized, Unavailable
 from core.principal import ALL_TENANTS, Principal, Role
@@ -31,11 +30,6 @@ MAX_TOKEN_LENGTH = 8192
 CACHE_MAX_ENTRIES = 10_000
 JWKS_MIN_REFRESH = 30.0  # an unknown ``kid`` refetches the JWKS at most this often
 PINNED = {"RSA": "RS256", ("EC", "P-256"): "ES256"}  # key type -> the one algorithm it may use
-
-bearer = HTTPBearer(
-    auto_error=False,
-    description="An API key (`prk_...`) or a JWT, as `Authorization: Bearer <token>`",
-)
 
 
 def unauthorized(detail: str, error: str = "invalid_token") -> Unauthorized:
@@ -309,7 +303,7 @@ def _parse_jwk(raw: dict[str, Any]) -> _Jwk | None:
         return None
 
 
-# --- the dependency -----------------------------------------------------------------------
+# --- the caller ---------------------------------------------------------------------------
 
 
 class Authenticator:
@@ -327,19 +321,43 @@ class Authenticator:
         raise unauthorized("the bearer token is not valid")
 
 
-async def current_principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Principal:
-    """The authenticated caller, rate limited; 401 (or 429 for floods) otherwise."""
-    security = request.app.state.security
-    if credentials is None:
+PRINCIPAL_SCOPE_KEY = "pocketrun.principal"
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The credential of ``Authorization: Bearer <credential>``, or None."""
+    if not authorization:
+        return None
+    scheme, _, credential = authorization.partition(" ")
+    credential = credential.strip()
+    return credential if credential and scheme.lower() == "bearer" else None
+
+
+async def current_principal(request: Request) -> Principal:
+    """The authenticated caller, rate limited; 401 (or 429 for floods) otherwise. Resolved
+    once per request: later calls in the same request get the same principal."""
+    scope = request.scope
+    principal = scope.get(PRINCIPAL_SCOPE_KEY)
+    if principal is not None:
+        return principal
+    security = scope["app"].state.security
+    token = bearer_token(_authorization(scope))
+    if token is None:
         await security.limit_anonymous(request)
         raise unauthorized("credentials are required: Authorization: Bearer <key or JWT>", "")
     try:
-        principal = await security.authenticator.authenticate(credentials.credentials)
+        principal = await security.authenticator.authenticate(token)
     except Unauthorized:
         await security.limit_anonymous(request)
         raise
     await security.limit_principal(request, principal)
+    scope[PRINCIPAL_SCOPE_KEY] = principal
     return principal
+
+
+def _authorization(scope: dict[str, Any]) -> str | None:
+    """The first ``Authorization`` header, as ``HTTPBearer`` reads it."""
+    for key, value in scope["headers"]:
+        if key == b"authorization":
+            return value.decode("latin-1")
+    return None

@@ -1,17 +1,17 @@
-"""Dependencies named for what they give, so every route says what it needs."""
+"""What routes take from the app, read straight off the request: a FastAPI dependency for
+each would cost more than the lookup (see ``api.authz.Requires``)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import Request
 
-from fastapi import Depends, Request
-
+from api.security import SecurityState
 from api.state import AppState
 
 
-async def get_state(request: Request) -> AppState:
-    # async: a plain ``def`` dependency would cost a threadpool hop on every request
+def app_state(request: Request) -> AppState:
     return request.app.state.pocketrun
 
 
-State = Annotated[AppState, Depends(get_state)]
+def security_state(request: Request) -> SecurityState:
+    return request.app.state.security

@@ -8,8 +8,6 @@ request id already apply):
   surrogates, no absurd nesting (422), checked before FastAPI parses them;
 - rate-limit headers computed during authentication are added to the response;
 - a successful call that needed a mutating permission is written to the audit log.
-
-``secure_openapi`` documents 401/403/429 on every secured operation.
 """
 
 from __future__ import annotations
@@ -20,14 +18,14 @@ from typing import Any
 import orjson
 import structlog
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
 
+from api import openapi
 from api.auditing import audit_record
-from api.authz import AUDIT_SCOPE_KEY, app_routes, route_permission, undeclared_routes
-from api.fastpath import NOT_JSON, CreateFastPath, PollFastPath
-from api.problems import problem
-from api.routes import audit, keys
+from api.authz import AUDIT_SCOPE_KEY, undeclared_routes
+from api.problems import is_json_media, problem
+from api.routes import audit, keys, runs
+from api.routing import serve_first
 from api.security import HEADERS_SCOPE_KEY
 from core.settings import Settings
 
@@ -37,11 +35,12 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 def install(app: FastAPI, settings: Settings) -> None:
-    """Mount the keys and audit routes and the security middleware; call it before the
-    outermost ``RequestMiddleware`` is added."""
+    """Mount the keys and audit routes, the OpenAPI additions and the security middleware;
+    call it before the outermost ``RequestMiddleware`` is added."""
     app.include_router(keys.router)
     app.include_router(audit.router)
-    secure_openapi(app)
+    serve_first(app, runs.router)  # the status poll is the hottest call of all
+    openapi.install(app)
     for route in undeclared_routes(app):
         log.warning("route declares no permission (any authenticated caller)", route=route)
     app.add_middleware(SecurityMiddleware, max_query_bytes=settings.max_query_bytes)
@@ -90,42 +89,33 @@ def _no_constants(name: str) -> Any:
 def strict_json_error(body: bytes) -> str | None:
     """Why ``body`` is not strict JSON, or None (also for plain malformed JSON, which
     FastAPI reports itself with the position of the error)."""
-    return strict_json(body)[1]
-
-
-def strict_json(body: bytes) -> tuple[Any, str | None]:
-    """(the parsed body, None) for strict JSON; (NOT_JSON, why) when it is not strict JSON;
-    (NOT_JSON, None) for plain malformed JSON, which FastAPI reports itself with the
-    position of the error. The value is what ``json.loads`` (FastAPI's parser) gives."""
     try:
-        value = json.loads(body, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        json.loads(body, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except _NotStrict as exc:
-        return NOT_JSON, str(exc)
+        return str(exc)
     except RecursionError:
-        return NOT_JSON, "the JSON is nested too deeply"
+        return "the JSON is nested too deeply"
     except ValueError:
-        return NOT_JSON, None
+        return None
     try:
         orjson.loads(body)  # rejects lone surrogates and nesting over 1024
     except orjson.JSONDecodeError:
-        return NOT_JSON, "the JSON has invalid strings or is nested too deeply"
-    return value, None
+        return "the JSON has invalid strings or is nested too deeply"
+    return None
 
 
 def _is_json(scope: Scope) -> bool:
+    """Whether FastAPI will parse the body as JSON (only with a JSON content type)."""
     for key, value in scope.get("headers", ()):
         if key == b"content-type":
-            media = value.split(b";", 1)[0].strip().lower()
-            return media == b"application/json" or media.endswith(b"+json")
-    return True  # FastAPI parses a body without a content type as JSON
+            return is_json_media(value.decode("latin-1"))
+    return False
 
 
 class SecurityMiddleware:
     def __init__(self, app: Any, max_query_bytes: int) -> None:
         self.app = app
         self.max_query_bytes = max_query_bytes
-        self.fast_poll = PollFastPath()
-        self.fast_create = CreateFastPath()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -137,10 +127,8 @@ class SecurityMiddleware:
                 scope, receive, send
             )
             return
-        if scope["method"] == "GET" and await self.fast_poll(scope, send):
-            return
         if scope["method"] in BODY_METHODS and _is_json(scope):
-            receive, value, error = await _checked_body(receive)
+            receive, error = await _checked_body(receive)
             if error is not None:
                 response = problem(
                     422,
@@ -149,8 +137,6 @@ class SecurityMiddleware:
                     errors=[{"loc": ["body"], "path": "body", "msg": error, "type": "json_strict"}],
                 )
                 await response(scope, receive, send)
-                return
-            if value is not NOT_JSON and await self.fast_create(scope, send, value):
                 return
 
         async def send_secured(message: dict[str, Any]) -> None:
@@ -166,9 +152,8 @@ class SecurityMiddleware:
         await self.app(scope, receive, send_secured)
 
 
-async def _checked_body(receive: Any) -> tuple[Any, Any, str | None]:
-    """(a receive that replays the body, the parsed body or NOT_JSON, why it is not strict
-    JSON or None)."""
+async def _checked_body(receive: Any) -> tuple[Any, str | None]:
+    """(a receive that replays the body, why it is not strict JSON or None)."""
     chunks = []
     while True:
         message = await receive()
@@ -189,9 +174,9 @@ async def _checked_body(receive: Any) -> tuple[Any, Any, str | None]:
                 return first
             return await receive()
 
-        return replay_disconnect, NOT_JSON, None
+        return replay_disconnect, None
     body = b"".join(chunks)
-    value, error = strict_json(body) if body else (NOT_JSON, None)
+    error = strict_json_error(body) if body else None
     done = False
 
     async def replay() -> dict[str, Any]:
@@ -201,7 +186,7 @@ async def _checked_body(receive: Any) -> tuple[Any, Any, str | None]:
             return {"type": "http.request", "body": body, "more_body": False}
         return await receive()
 
-    return replay, value, error
+    return replay, error
 
 
 async def _audit(scope: Scope, intent: tuple[Any, str], message: dict[str, Any]) -> None:
@@ -215,51 +200,3 @@ async def _audit(scope: Scope, intent: tuple[Any, str], message: dict[str, Any])
             target=record.target,
             error=type(exc).__name__,
         )
-
-
-_PROBLEM_SCHEMA = {
-    "type": "object",
-    "required": ["type", "title", "status", "detail"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "errors": {"type": "array", "items": {"type": "object"}},
-    },
-}
-_SECURED_RESPONSES = {
-    "401": "Missing or invalid credentials",
-    "403": "The caller's role lacks the permission",
-    "429": "Rate limit exceeded",
-}
-
-
-def secure_openapi(app: FastAPI) -> None:
-    """Document the security responses on every operation that declares a permission."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = build()
-        for path, methods, route in app_routes(app):
-            if not isinstance(route, APIRoute) or route_permission(route) is None:
-                continue
-            for method in methods:
-                operation = schema.get("paths", {}).get(path, {}).get(method.lower())
-                if operation is None:
-                    continue
-                responses = operation.setdefault("responses", {})
-                for code, description in _SECURED_RESPONSES.items():
-                    responses.setdefault(
-                        code,
-                        {
-                            "description": description,
-                            "content": {"application/problem+json": {"schema": _PROBLEM_SCHEMA}},
-                        },
-                    )
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,9 +1,19 @@
-"""One plain ASGI middleware: request id, body size cap, security headers, latency metric."""
+"""One plain ASGI middleware: request id, body size cap, security headers, latency metric.
+
+A body over ``MAX_BODY_BYTES`` (declared by ``Content-Length`` or found while streaming) is
+answered 413, after the rest of it is read and dropped: a server that answers and closes
+while the client is still sending makes the client's kernel see a reset instead of the
+answer. Draining stops at ``DRAIN_BYTES`` in all or after ``DRAIN_SECONDS``; a client that
+sent ``Expect: 100-continue`` has sent nothing yet and is answered at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import os
 import time
-import uuid
 from typing import Any
 
 import structlog
@@ -14,6 +24,9 @@ from core.metrics import API_SECONDS
 
 Scope = dict[str, Any]
 log = structlog.get_logger("pocketrun.api")
+
+DRAIN_BYTES = 64 * 1024 * 1024
+DRAIN_SECONDS = 10.0
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -48,16 +61,20 @@ class RequestMiddleware:
 
         length = _content_length(scope)
         if length is not None and length > self.max_body_bytes:
+            if length <= DRAIN_BYTES and _header(scope, b"expect") is None:
+                await _drain(receive, 0)
             await self._too_large(scope, receive, send, request_id)
             return
 
         received = 0
+        more_body = True
 
         async def limited_receive() -> dict[str, Any]:
-            nonlocal received
+            nonlocal received, more_body
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                more_body = message.get("more_body", False)
                 if received > self.max_body_bytes:
                     raise _TooLarge
             return message
@@ -78,6 +95,8 @@ class RequestMiddleware:
         except _TooLarge:
             if response_started:
                 raise
+            if more_body:
+                await _drain(receive, received)
             await self._too_large(scope, receive, send, request_id)
             status = 413
         except Exception:
@@ -94,11 +113,8 @@ class RequestMiddleware:
             await response(scope, receive, send)
             status = 500
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            API_SECONDS.labels(scope["method"], path, str(status)).observe(
-                time.perf_counter() - started
-            )
+            path = getattr(scope.get("route"), "path", "unmatched")
+            _latency(scope["method"], path, status).observe(time.perf_counter() - started)
 
     async def _too_large(self, scope: Scope, receive: Any, send: Any, request_id: str) -> None:
         response = problem(
@@ -108,6 +124,26 @@ class RequestMiddleware:
             headers={"X-Request-ID": request_id, "Connection": "close"},
         )
         await response(scope, receive, send)
+
+
+async def _drain(receive: Any, received: int) -> None:
+    """Read and drop the rest of the request body, within the bounds above."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while received <= DRAIN_BYTES:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                received += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
+
+
+@functools.lru_cache(maxsize=4096)
+def _latency(method: str, path: str, status: int) -> Any:
+    """The latency histogram's child for one label set (``labels()`` costs more than
+    ``observe``); a cache bounded by methods x routes x statuses."""
+    return API_SECONDS.labels(method, path, str(status))
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -131,4 +167,4 @@ def _request_id(scope: Scope) -> str:
         text = raw.decode()
         if text.replace("-", "").replace("_", "").isalnum():
             return text
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()

@@ -7,6 +7,9 @@ import uuid
 from core.errors import InvalidInput
 from core.ids import parse_uuid
 
+# What a page hands out: a run or audit entry id (a UUID, in its canonical spelling).
+CURSOR_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
 
 def parse_cursor(cursor: str | None) -> uuid.UUID | None:
     """The id a page continues after; 422 for anything that no page handed out."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from typing import Any
 
 import structlog
@@ -10,7 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
+from api.authz import app_routes
 from core.errors import PocketrunError, RateLimited
 from core.jsonutil import dumps
 
@@ -27,6 +31,7 @@ _TITLES = {
     406: "Not acceptable",
     409: "Conflict",
     413: "Payload too large",
+    414: "URI too long",
     415: "Unsupported media type",
     422: "Invalid input",
     429: "Too many requests",
@@ -40,8 +45,22 @@ _TYPES = {
     404: "not-found",
     405: "method-not-allowed",
     413: "payload-too-large",
+    415: "unsupported-media-type",
     422: "invalid-input",
 }
+
+
+def status_title(status: int) -> str:
+    return _TITLES.get(status, "Error")
+
+
+def is_json_media(content_type: str | None) -> bool:
+    """``application/json`` or ``application/*+json``, parameters aside: what FastAPI
+    parses as JSON."""
+    if not content_type:
+        return False
+    main, _, sub = content_type.split(";", 1)[0].strip().lower().partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))
 
 
 def problem(
@@ -52,8 +71,10 @@ def problem(
     title: str | None = None,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> Response:
     body: dict[str, Any] = {
+        **(extensions or {}),
         "type": TYPE_BASE + (type_ or str(status)),
         "title": title or _TITLES.get(status, "Error"),
         "status": status,
@@ -90,6 +111,29 @@ def _json_error(err: Any) -> Any:
     return {**err, "loc": (loc[0],), "msg": msg}
 
 
+def _allowed(request: Request) -> str:
+    """Every method some route of the request's path answers."""
+    path = request.scope.get("path", "")
+    methods: set[str] = set()
+    for route_path, route_methods, _ in app_routes(request.app):
+        if _path_pattern(route_path).match(path):
+            methods |= route_methods
+    return ", ".join(sorted(methods))
+
+
+@functools.cache
+def _path_pattern(path: str) -> re.Pattern[str]:
+    return compile_path(path)[0]
+
+
+def _unsupported_body(request: Request, exc: RequestValidationError) -> bool:
+    """A body was sent, as something other than JSON, so FastAPI could not read it."""
+    headers = request.headers
+    sent = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+    whole_body = any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors())
+    return sent and whole_body and not is_json_media(headers.get("content-type"))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(PocketrunError)
     async def _pocketrun(_: Request, exc: PocketrunError) -> Response:
@@ -106,7 +150,13 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _request_validation(_: Request, exc: RequestValidationError) -> Response:
+    async def _request_validation(request: Request, exc: RequestValidationError) -> Response:
+        if _unsupported_body(request, exc):
+            return problem(
+                415,
+                "the request body must be application/json",
+                type_="unsupported-media-type",
+            )
         return problem(
             422,
             "the request is not valid",
@@ -124,14 +174,12 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
-        return problem(
-            exc.status_code,
-            detail,
-            type_=_TYPES.get(exc.status_code),
-            headers=getattr(exc, "headers", None),
-        )
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # Starlette names only the first route of the path
+            headers["Allow"] = _allowed(request) or headers.get("Allow", "")
+        return problem(exc.status_code, detail, type_=_TYPES.get(exc.status_code), headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:

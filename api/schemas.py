@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 RunStatus = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled", "timed_out"]
 StepStatus = Literal["succeeded", "failed", "timed_out", "cancelled"]
+
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?")
+
+
+def _rfc3339_text(value: Any) -> Any:
+    """Only a date-time written out: pydantic alone also takes numbers as Unix times."""
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("expected an RFC 3339 date-time, e.g. 2024-05-01T12:00:00Z")
+    return value
+
+
+# A date-time in RFC 3339 text (as the ``date-time`` format says); without an offset, UTC.
+Moment = Annotated[datetime, BeforeValidator(_rfc3339_text)]
 
 
 class RunCreate(BaseModel):
@@ -140,9 +155,31 @@ class FlowPage(BaseModel):
     next_cursor: str | None = None
 
 
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="Where: the location, then the field path")
+    path: str = Field(description="``loc`` joined with dots, e.g. ``body.input.name``")
+    msg: str
+    type: str
+
+
 class Problem(BaseModel):
+    """An RFC 9457 problem, sent as ``application/problem+json``."""
+
+    model_config = ConfigDict(extra="allow")  # extension members, e.g. readiness ``checks``
+
     type: str
     title: str
     status: int
     detail: str
-    errors: list[dict[str, Any]] | None = None
+    errors: list[FieldError] | None = Field(
+        default=None, description="For 422: every field that failed, with its path"
+    )
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    checks: dict[str, Any] = Field(description="Each dependency: ``ok``, or what failed")

@@ -1,19 +1,47 @@
-"""Database rows to the public JSON shapes of DESIGN.md section 9."""
+"""Database rows to the public JSON shapes of DESIGN.md section 9, and those shapes to bytes.
+
+Every JSON body a route sends is its declared response model, validated and serialized by
+pydantic (``json_response``): what ``/openapi.json`` says is what goes out.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy.engine import RowMapping
+from fastapi.responses import Response
+from pydantic import BaseModel, ValidationError
 
 from flows.registry import FlowSpec
 
+JSON = "application/json"
+Row = Mapping[str, Any]
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
+
+def json_body(model: type[BaseModel], data: Any) -> bytes:
+    """``data`` as ``model`` in JSON. A row the model refuses is a server bug (500), never
+    the caller's 422."""
+    try:
+        value = model.__pydantic_validator__.validate_python(data)
+    except ValidationError as exc:
+        raise RuntimeError(f"a response does not match {model.__name__}: {exc}") from None
+    return model.__pydantic_serializer__.to_json(value)
 
 
-def run_json(row: RowMapping) -> dict[str, Any]:
+def json_response(
+    model: type[BaseModel],
+    data: Any,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    return Response(json_body(model, data), status_code=status, media_type=JSON, headers=headers)
+
+
+def page(items: list[Any], next_cursor: str | None = None) -> dict[str, Any]:
+    return {"items": items, "next_cursor": next_cursor}
+
+
+def run_data(row: Row) -> dict[str, Any]:
     return {
         "id": str(row["id"]),
         "flow": row["flow"],
@@ -21,9 +49,9 @@ def run_json(row: RowMapping) -> dict[str, Any]:
         "status": row["status"],
         "mode": row["mode"],
         "priority": row["priority"],
-        "created_at": _iso(row["created_at"]),
-        "started_at": _iso(row["started_at"]),
-        "finished_at": _iso(row["finished_at"]),
+        "created_at": row["created_at"],
+        "started_at": row["started_at"],
+        "finished_at": row["finished_at"],
         "current_node": row["current_node"],
         "steps": row["seq"],
         "cancel_requested": row["cancel_requested"],
@@ -34,22 +62,22 @@ def run_json(row: RowMapping) -> dict[str, Any]:
     }
 
 
-def step_json(row: RowMapping) -> dict[str, Any]:
+def step_data(row: Row) -> dict[str, Any]:
     return {
         "seq": row["seq"],
         "node": row["node"],
         "status": row["status"],
         "attempts": row["attempts"],
         "action": row["action"],
-        "started_at": _iso(row["started_at"]),
-        "finished_at": _iso(row["finished_at"]),
+        "started_at": row["started_at"],
+        "finished_at": row["finished_at"],
         "duration_ms": round(row["duration_ms"], 3),
         "worker": row["worker"],
         "error": row["error"],
     }
 
 
-def flow_json(spec: FlowSpec, *, detail: bool = False) -> dict[str, Any]:
+def flow_data(spec: FlowSpec, *, detail: bool = False) -> dict[str, Any]:
     body: dict[str, Any] = {
         "name": spec.name,
         "version": spec.version,
@@ -70,5 +98,5 @@ def flow_json(spec: FlowSpec, *, detail: bool = False) -> dict[str, Any]:
     return body
 
 
-def etag(row: RowMapping) -> str:
+def etag(row: Row) -> str:
     return f'"{row["id"].hex[:12]}-{row["version"]}"'

@@ -114,9 +114,24 @@ CASES: list[Case] = [
         "not json content type",
         "POST",
         "/v1/flows/hello/runs",
-        422,
+        415,
         content=json.dumps(HELLO).encode(),
         headers={"content-type": "text/plain"},
+    ),
+    Case(
+        "no content type",
+        "POST",
+        "/v1/flows/hello/runs",
+        415,
+        content=json.dumps(HELLO).encode(),
+    ),
+    Case(
+        "form content type",
+        "POST",
+        "/v1/keys",
+        415,
+        content=b"name=k&role=admin",
+        headers={"content-type": "application/x-www-form-urlencoded"},
     ),
     # the query, the headers, the path
     Case(

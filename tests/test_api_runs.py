@@ -466,6 +466,34 @@ def test_idempotency_key_replays_the_same_run(server: Server) -> None:
         assert ids == {first.json()["id"], slow.json()["id"], fresh.json()["id"]}
 
 
+def test_every_submission_is_audited_once(server: Server) -> None:
+    body = {"input": {"name": "bo"}, "mode": "background", "metadata": {"k": 1}}
+    key = {"Idempotency-Key": "k1"}
+    with server.client() as client:
+        plain = client.post("/v1/flows/hello/runs", json=body)
+        keyed = client.post("/v1/flows/hello/runs", json=body, headers=key)
+        waited = client.post("/v1/flows/hello/runs?wait=10", json=body)
+        assert [r.status_code for r in (plain, keyed, waited)] == [202, 202, 201]
+        ids = [r.json()["id"] for r in (plain, keyed, waited)]
+        for run_id in ids:
+            assert wait_for_run(client, run_id)["status"] == "succeeded"
+        replay = client.post("/v1/flows/hello/runs", json=body, headers=key)
+        assert replay.status_code == 201 and replay.headers["idempotent-replayed"] == "true"
+        assert replay.json()["id"] == ids[1]
+        refused = client.post("/v1/flows/long/runs", json={"input": {"steps": -1}})
+        assert refused.status_code == 422
+        assert any("input" in e["path"] for e in refused.json()["errors"])
+
+        entries = client.get("/v1/audit", params={"action": "run.start"}).json()["items"]
+        found = {(e["target"], e["status"], bool(e["detail"].get("replayed"))) for e in entries}
+        expected = {(ids[0], 202, False), (ids[1], 202, False), (ids[2], 201, False)}
+        assert len(entries) == 4  # the 422 left none
+        assert found == expected | {(ids[1], 201, True)}
+        for entry in entries:
+            assert entry["principal"].startswith("key:") and entry["request_id"]
+            assert entry["detail"]["flow"] == "hello"
+
+
 # ----------------------------------------------------------------------------------------
 # health, metrics, docs
 

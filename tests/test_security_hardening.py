@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import socket
+
 import httpx
 import pytest
 
@@ -68,6 +71,45 @@ def test_hostile_requests_get_4xx_problems(server: Server) -> None:
             headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
         )
         assert "access-control-allow-origin" not in preflight.headers
+
+
+def _post_raw(server: Server, body: bytes, *, chunked: bool = False) -> tuple[int, dict, bytes]:
+    """POST ``body`` over a plain socket, all of it before reading, as a client that does
+    not watch for an early answer does; (status, headers, body) of the answer."""
+    length = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
+    head = (
+        "POST /v1/flows/hello/runs HTTP/1.1\r\nHost: test\r\n"
+        f"Authorization: Bearer {TEST_ADMIN_KEY}\r\nContent-Type: application/json\r\n"
+        f"{length}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(head)
+        if chunked:
+            step = 1024 * 1024
+            for start in range(0, len(body), step):
+                chunk = body[start : start + step]
+                sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            sock.sendall(b"0\r\n\r\n")
+        else:
+            sock.sendall(body)
+        answer = b""
+        while data := sock.recv(65536):  # the server closes after a 413
+            answer += data
+    header_block, _, payload = answer.partition(b"\r\n\r\n")
+    status_line, *lines = header_block.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, payload
+
+
+def test_a_huge_body_gets_413_not_a_reset(server: Server) -> None:
+    body = b'{"input": {"name": "' + b"x" * (20 * 1024 * 1024) + b'"}}'
+    for chunked in (False,) * 5 + (True,) * 2:
+        status, headers, payload = _post_raw(server, body, chunked=chunked)
+        assert status == 413, (chunked, status, payload[:200])
+        assert headers["content-type"] == "application/problem+json"
+        assert json.loads(payload)["status"] == 413
+    with server.client() as client:  # the server goes on serving, and created nothing
+        assert client.get("/v1/runs").json()["items"] == []
 
 
 def test_cors_opens_only_to_configured_origins(server_factory) -> None:

@@ -10,12 +10,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from api.authz import Permission, Requires, tenant_scope
-from api.pagination import parse_cursor
-from api.schemas import Problem
-from core.jsonutil import dumps
+from api.deps import security_state
+from api.openapi import errors
+from api.pagination import CURSOR_PATTERN, parse_cursor
+from api.routing import LeanRoute
+from api.serialize import json_response, page
 from core.principal import Principal
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=LeanRoute)
 
 
 class AuditOut(BaseModel):
@@ -36,7 +38,7 @@ class AuditPage(BaseModel):
     next_cursor: str | None
 
 
-def audit_json(row: Any) -> dict[str, Any]:
+def audit_data(row: Any) -> dict[str, Any]:
     return {
         "id": str(row["id"]),
         "at": row["at"],
@@ -53,8 +55,9 @@ def audit_json(row: Any) -> dict[str, Any]:
 
 @router.get(
     "",
+    operation_id="listAudit",
     response_model=AuditPage,
-    responses={code: {"model": Problem} for code in (422,)},
+    responses=errors(422),
     summary="The audit log of mutating calls, newest first",
 )
 async def list_audit(
@@ -62,16 +65,13 @@ async def list_audit(
     principal: Annotated[Principal, Requires(Permission.audit_read)],
     action: Annotated[str | None, Query(max_length=50)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=100)] = None,
+    cursor: Annotated[str | None, Query(max_length=100, pattern=CURSOR_PATTERN)] = None,
 ) -> Response:
     before = parse_cursor(cursor)
-    rows = await request.app.state.security.audit.list(
+    rows = await security_state(request).audit.list(
         tenant_scope(principal), action=action, limit=limit + 1, before_id=before
     )
     more = len(rows) > limit
     rows = rows[:limit]
-    body = {
-        "items": [audit_json(r) for r in rows],
-        "next_cursor": str(rows[-1]["id"]) if more else None,
-    }
-    return Response(dumps(body), media_type="application/json")
+    next_cursor = str(rows[-1]["id"]) if more else None
+    return json_response(AuditPage, page([audit_data(r) for r in rows], next_cursor))

@@ -4,30 +4,42 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.authz import Permission, Requires
-from api.deps import State
+from api.deps import app_state
+from api.openapi import errors
+from api.routing import LeanRoute
 from api.schemas import FlowDetail, FlowPage
-from api.serialize import flow_json
-from core.jsonutil import dumps
+from api.serialize import flow_data, json_response, page
 from core.principal import Principal
 
 CatalogReader = Annotated[Principal, Requires(Permission.flow_read)]
 
-router = APIRouter(prefix="/v1/flows", tags=["flows"])
+router = APIRouter(prefix="/v1/flows", tags=["flows"], route_class=LeanRoute)
 
 
-@router.get("", response_model=FlowPage, summary="List the registered flows")
-async def list_flows(state: State, _: CatalogReader) -> Response:
-    items = [flow_json(spec) for spec in state.registry.latest()]
-    return Response(dumps({"items": items, "next_cursor": None}), media_type="application/json")
+@router.get(
+    "",
+    operation_id="listFlows",
+    response_model=FlowPage,
+    summary="List the registered flows",
+)
+async def list_flows(request: Request, _: CatalogReader) -> Response:
+    items = [flow_data(spec) for spec in app_state(request).registry.latest()]
+    return json_response(FlowPage, page(items))
 
 
-@router.get("/{flow}", response_model=FlowDetail, summary="One flow with its node graph")
+@router.get(
+    "/{flow}",
+    operation_id="getFlow",
+    response_model=FlowDetail,
+    responses=errors(404),
+    summary="One flow with its node graph",
+)
 async def get_flow(
-    flow: str, state: State, _: CatalogReader, version: str | None = None
+    flow: str, request: Request, _: CatalogReader, version: str | None = None
 ) -> Response:
-    spec = state.registry.get(flow, version)
-    return Response(dumps(flow_json(spec, detail=True)), media_type="application/json")
+    spec = app_state(request).registry.get(flow, version)
+    return json_response(FlowDetail, flow_data(spec, detail=True))

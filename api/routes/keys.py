@@ -10,30 +10,34 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.authz import Permission, Requires, tenant_scope
-from api.schemas import Problem
+from api.deps import security_state
+from api.openapi import LOCATION, errors
+from api.routing import LeanRoute
+from api.schemas import Moment
+from api.serialize import json_response, page
 from core.errors import Forbidden, InvalidInput, NotFound
-from core.jsonutil import dumps
 from core.principal import ALL_TENANTS, Principal, Role
 from db.keys import NewKey
 from db.types import utcnow
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
-JSON = "application/json"
-ERRORS = {code: {"model": Problem} for code in (404, 413, 422)}
+router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=LeanRoute)
 TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
 class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"not": {"required": ["expires_at", "expires_in"]}},
+    )
 
     name: str = Field(min_length=1, max_length=200)
     role: Role
     tenant: str | None = Field(
         default=None, pattern=TENANT_PATTERN, description="Default: the caller's tenant"
     )
-    expires_at: datetime | None = None
+    expires_at: Moment | None = Field(default=None, description="With its offset")
     expires_in: float | None = Field(
-        default=None, gt=0, le=10 * 365 * 86400, description="Seconds from now"
+        default=None, gt=0, le=10 * 365 * 86400, strict=True, description="Seconds from now"
     )
 
 
@@ -58,7 +62,7 @@ class KeyPage(BaseModel):
     next_cursor: str | None
 
 
-def key_json(row: Any) -> dict[str, Any]:
+def key_data(row: Any) -> dict[str, Any]:
     return {
         "id": row["id"],
         "prefix": row["prefix"],
@@ -72,15 +76,15 @@ def key_json(row: Any) -> dict[str, Any]:
     }
 
 
-def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(dumps(body), status_code=status, media_type=JSON, headers=headers)
-
-
 @router.post(
     "",
+    operation_id="createKey",
     response_model=KeyCreated,
     status_code=201,
-    responses={403: {"model": Problem}, **ERRORS},
+    responses={
+        201: {"description": "The key, shown this once", "headers": LOCATION},
+        **errors(400, 403, 415, 422),
+    },
     summary="Create an API key (the key is shown once)",
 )
 async def create_key(
@@ -93,15 +97,14 @@ async def create_key(
         raise Forbidden("keys for tenant '*' are made with the CLI only")
     if not principal.cross_tenant and tenant != principal.tenant:
         raise Forbidden("an admin makes keys in its own tenant only")
-    if body.expires_at is not None and body.expires_in is not None:
+    if {"expires_at", "expires_in"} <= body.model_fields_set:
         raise InvalidInput("give expires_at or expires_in, not both")
     expires = body.expires_at
     if body.expires_in is not None:
         expires = utcnow() + timedelta(seconds=body.expires_in)
     if expires is not None and expires.tzinfo is None:
         raise InvalidInput("expires_at needs a timezone")
-    security = request.app.state.security
-    row, key = await security.keys.create(
+    row, key = await security_state(request).keys.create(
         NewKey(
             name=body.name,
             tenant=tenant,
@@ -110,10 +113,17 @@ async def create_key(
             expires_at=expires,
         )
     )
-    return _json({**key_json(row), "key": key}, 201, {"Location": f"/v1/keys/{row['id']}"})
+    location = {"Location": f"/v1/keys/{row['id']}"}
+    return json_response(KeyCreated, {**key_data(row), "key": key}, 201, location)
 
 
-@router.get("", response_model=KeyPage, responses=ERRORS, summary="List API keys, newest first")
+@router.get(
+    "",
+    operation_id="listKeys",
+    response_model=KeyPage,
+    responses=errors(422),
+    summary="List API keys, newest first",
+)
 async def list_keys(
     request: Request,
     principal: Annotated[Principal, Requires(Permission.key_read)],
@@ -125,18 +135,19 @@ async def list_keys(
     if scope is None:
         scope = tenant
     elif tenant is not None and tenant != scope:
-        return _json({"items": [], "next_cursor": None})
-    rows = await request.app.state.security.keys.list(scope, limit=limit + 1, before_id=cursor)
+        return json_response(KeyPage, page([]))
+    rows = await security_state(request).keys.list(scope, limit=limit + 1, before_id=cursor)
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = rows[-1]["id"] if more else None
-    return _json({"items": [key_json(r) for r in rows], "next_cursor": next_cursor})
+    return json_response(KeyPage, page([key_data(r) for r in rows], next_cursor))
 
 
 @router.delete(
     "/{key_id}",
+    operation_id="revokeKey",
     response_model=KeyOut,
-    responses=ERRORS,
+    responses=errors(404, 422),
     summary="Revoke an API key (at once in this process, within AUTH_CACHE_TTL elsewhere)",
 )
 async def revoke_key(
@@ -144,11 +155,11 @@ async def revoke_key(
     request: Request,
     principal: Annotated[Principal, Requires(Permission.key_revoke)],
 ) -> Response:
-    security = request.app.state.security
+    security = security_state(request)
     row = await security.keys.get(key_id)
     scope = tenant_scope(principal)
     if row is None or (scope is not None and row["tenant"] != scope):
         raise NotFound(f"key '{key_id}' not found")
     row = await security.keys.revoke(key_id) or row
     security.authenticator.keys.invalidate(key_id)
-    return _json(key_json(row))
+    return json_response(KeyOut, key_data(row))

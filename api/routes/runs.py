@@ -14,11 +14,13 @@ from pydantic import ValidationError
 
 from api.auditing import audit_record
 from api.authz import AUDIT_SCOPE_KEY, Permission, Requires, can_see_run, list_scope
-from api.deps import State
-from api.pagination import parse_cursor
+from api.deps import app_state
+from api.openapi import ETAG, LOCATION, REPLAYED, errors
+from api.pagination import CURSOR_PATTERN, parse_cursor
 from api.problems import field_errors
+from api.routing import LeanRoute
 from api.schemas import (
-    Problem,
+    Moment,
     RunCreate,
     RunOut,
     RunPage,
@@ -26,7 +28,7 @@ from api.schemas import (
     StepPage,
     json_problems,
 )
-from api.serialize import etag, run_json, step_json
+from api.serialize import etag, json_response, page, run_data, step_data
 from api.state import AppState
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import parse_uuid
@@ -37,19 +39,19 @@ from db.audit import audit_row
 from db.store import TERMINAL, Idempotency, NewRun, RunFilter
 from flows.registry import FlowSpec
 
-router = APIRouter(tags=["runs"])
-JSON = "application/json"
-ERRORS = {code: {"model": Problem} for code in (404, 413, 422)}
+router = APIRouter(tags=["runs"], route_class=LeanRoute)
 
 FLOW_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # what flows.registry accepts
-WaitParam = Annotated[float, Query(ge=0, description="Seconds to wait (capped)")]
+WaitParam = Annotated[float, Query(ge=0, description="Seconds to wait (capped at WAIT_CAP)")]
+RunReader = Annotated[Principal, Requires(Permission.run_read)]
+MOMENT = "An RFC 3339 date-time; without an offset, UTC"
 
 
-def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(dumps(body), status_code=status, media_type=JSON, headers=headers)
+def _run_response(row: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return json_response(RunOut, run_data(row), status, {"ETag": etag(row), **(headers or {})})
 
 
-async def _visible_run(state: State, principal: Principal, run_id: str):
+async def _visible_run(state: AppState, principal: Principal, run_id: str) -> Any:
     parsed = parse_uuid(run_id)
     row = await state.store.get(parsed) if parsed is not None else None
     if row is None or not can_see_run(principal, row):
@@ -57,22 +59,75 @@ async def _visible_run(state: State, principal: Principal, run_id: str):
     return row
 
 
+# The status poll first: the hottest call matches the first route.
+@router.get(
+    "/v1/runs/{run_id}",
+    operation_id="getRun",
+    response_model=RunOut,
+    responses={
+        200: {"headers": ETAG},
+        304: {"description": "Not modified: `If-None-Match` names this version", "headers": ETAG},
+        **errors(404, 422),
+    },
+    summary="Read a run; long-poll with ?wait=",
+)
+async def get_run(
+    run_id: str,
+    request: Request,
+    principal: RunReader,
+    wait: WaitParam = 0,
+    if_none_match: Annotated[str | None, Header(max_length=200)] = None,
+) -> Response:
+    state = app_state(request)
+    row = await _visible_run(state, principal, run_id)
+    wait = min(wait, state.settings.wait_cap)
+    if wait > 0:
+        if _matches(if_none_match, etag(row)):
+            await state.wait_for_change(row["id"], wait, since_version=row["version"])
+            row = await state.store.get(row["id"]) or row
+        elif row["status"] not in TERMINAL and if_none_match is None:
+            await state.wait_for_change(row["id"], wait)
+            row = await state.store.get(row["id"]) or row
+    tag = etag(row)
+    if _matches(if_none_match, tag):
+        return Response(status_code=304, headers={"ETag": tag})
+    return _run_response(row)
+
+
+def _matches(if_none_match: str | None, tag: str) -> bool:
+    """If-None-Match as RFC 9110 compares it: ``*``, or a list of tags, weak (W/) or not."""
+    if if_none_match is None:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    return any(t.strip().removeprefix("W/") == tag for t in if_none_match.split(","))
+
+
 @router.post(
     "/v1/flows/{flow}/runs",
+    operation_id="createRun",
     response_model=RunOut,
     status_code=201,
-    responses={202: {"model": RunOut, "description": "Accepted; still running"}, **ERRORS},
+    responses={
+        201: {"description": "The run, finished", "headers": LOCATION | ETAG | REPLAYED},
+        202: {
+            "model": RunOut,
+            "description": "The run so far, still going",
+            "headers": LOCATION | ETAG | REPLAYED,
+        },
+        **errors(400, 404, 415, 422),
+    },
     summary="Start a run",
 )
 async def create_run(
     flow: str,
     body: RunCreate,
-    state: State,
-    principal: Annotated[Principal, Requires(Permission.run_start)],
     request: Request,
+    principal: Annotated[Principal, Requires(Permission.run_start)],
     wait: WaitParam = 0,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> Response:
+    state = app_state(request)
     spec, new = plan_run(state, flow, body, principal)
     mode = new.mode
     idem = None
@@ -111,17 +166,17 @@ async def create_run(
     if wait > 0 and row["status"] not in TERMINAL:
         await state.wait_for_change(row["id"], wait)
         row = await state.store.get(row["id"]) or row
-    headers = {"Location": f"/v1/runs/{row['id']}", "ETag": etag(row)}
+    headers = {"Location": f"/v1/runs/{row['id']}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    return _json(run_json(row), 201 if row["status"] in TERMINAL else 202, headers)
+    return _run_response(row, 201 if row["status"] in TERMINAL else 202, headers)
 
 
 def plan_run(
     state: AppState, flow: str, body: RunCreate, principal: Principal
 ) -> tuple[FlowSpec, NewRun]:
-    """The run ``body`` asks for (``api.fastpath`` shares it): 404 for an unknown flow, 422
-    for values the store can't keep or an input the flow's schema refuses."""
+    """The run ``body`` asks for: 404 for an unknown flow, 422 for values the store can't
+    keep or an input the flow's schema refuses."""
     spec = state.registry.get(flow)
     unstorable = json_problems(body.input, ("body", "input")) + json_problems(
         body.metadata, ("body", "metadata")
@@ -153,55 +208,24 @@ def plan_run(
 
 
 @router.get(
-    "/v1/runs/{run_id}",
-    response_model=RunOut,
-    responses={304: {}, **ERRORS},
-    summary="Read a run; long-poll with ?wait=",
+    "/v1/runs",
+    operation_id="listRuns",
+    response_model=RunPage,
+    responses=errors(422),
+    summary="List runs, newest first",
 )
-async def get_run(
-    run_id: str,
-    state: State,
-    principal: Annotated[Principal, Requires(Permission.run_read)],
-    wait: WaitParam = 0,
-    if_none_match: Annotated[str | None, Header(max_length=200)] = None,
-) -> Response:
-    row = await _visible_run(state, principal, run_id)
-    wait = min(wait, state.settings.wait_cap)
-    if wait > 0:
-        if _matches(if_none_match, etag(row)):
-            await state.wait_for_change(row["id"], wait, since_version=row["version"])
-            row = await state.store.get(row["id"]) or row
-        elif row["status"] not in TERMINAL and if_none_match is None:
-            await state.wait_for_change(row["id"], wait)
-            row = await state.store.get(row["id"]) or row
-    tag = etag(row)
-    if _matches(if_none_match, tag):
-        return Response(status_code=304, headers={"ETag": tag})
-    return _json(run_json(row), headers={"ETag": tag})
-
-
-def _matches(if_none_match: str | None, tag: str) -> bool:
-    """If-None-Match as RFC 9110 compares it: ``*``, or a list of tags, weak (W/) or not."""
-    if if_none_match is None:
-        return False
-    if if_none_match.strip() == "*":
-        return True
-    return any(t.strip().removeprefix("W/") == tag for t in if_none_match.split(","))
-
-
-@router.get("/v1/runs", response_model=RunPage, responses=ERRORS, summary="List runs, newest first")
 async def list_runs(
-    state: State,
-    principal: Annotated[Principal, Requires(Permission.run_read)],
+    request: Request,
+    principal: RunReader,
     flow: Annotated[str | None, Query(max_length=100, pattern=FLOW_NAME)] = None,
     status: Annotated[list[RunStatus] | None, Query()] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: Annotated[Moment | None, Query(description=MOMENT)] = None,
+    created_before: Annotated[Moment | None, Query(description=MOMENT)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=100)] = None,
+    cursor: Annotated[str | None, Query(max_length=100, pattern=CURSOR_PATTERN)] = None,
 ) -> Response:
     tenant, subject = list_scope(principal)
-    rows = await state.store.list(
+    rows = await app_state(request).store.list(
         RunFilter(
             tenant=tenant,
             principal=subject,
@@ -216,7 +240,7 @@ async def list_runs(
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = str(rows[-1]["id"]) if more else None
-    return _json({"items": [run_json(r) for r in rows], "next_cursor": next_cursor})
+    return json_response(RunPage, page([run_data(r) for r in rows], next_cursor))
 
 
 def _aware(value: datetime | None, name: str) -> datetime | None:
@@ -243,33 +267,34 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
 
 @router.get(
     "/v1/runs/{run_id}/steps",
+    operation_id="listRunSteps",
     response_model=StepPage,
-    responses=ERRORS,
+    responses=errors(404),
     summary="The run's steps in seq order",
 )
-async def list_steps(
-    run_id: str, state: State, principal: Annotated[Principal, Requires(Permission.run_read)]
-) -> Response:
+async def list_steps(run_id: str, request: Request, principal: RunReader) -> Response:
+    state = app_state(request)
     row = await _visible_run(state, principal, run_id)
-    items = [step_json(s) for s in await state.store.steps(row["id"])]
-    return _json({"items": items, "next_cursor": None})
+    steps = await state.store.steps(row["id"])
+    return json_response(StepPage, page([step_data(s) for s in steps]))
 
 
 @router.post(
     "/v1/runs/{run_id}/cancel",
+    operation_id="cancelRun",
     response_model=RunOut,
-    responses={409: {"model": Problem}, **ERRORS},
+    responses={200: {"headers": ETAG}, **errors(404, 409)},
     summary="Cancel a run",
 )
 async def cancel_run(
     run_id: str,
     request: Request,
-    state: State,
     principal: Annotated[Principal, Requires(Permission.run_cancel)],
 ) -> Response:
+    state = app_state(request)
     row = await _visible_run(state, principal, run_id)
     if row["status"] in TERMINAL and row["status"] != "cancelled":
         raise Conflict(f"run '{run_id}' already {row['status']}")
     row = await state.store.cancel(row["id"]) or row
     state.executor.changes.publish(row["id"])
-    return _json(run_json(row), headers={"ETag": etag(row)})
+    return _run_response(row)
