@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -41,6 +42,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pocketrun = state
         app.state.security = await start_security(settings, store)
         await executor.start()
+        # Everything built at start lives as long as the process: keep the collector from
+        # walking it again on every collection.
+        gc.freeze()
         log.info("pocketrun ready", executor=executor.name, flows=len(registry.all()))
         try:
             yield
