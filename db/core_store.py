@@ -276,7 +276,10 @@ class CoreStore(RunStore):
                 )
                 .values(cancel_requested=True, version=runs.c.version + 1)
             )
-        return await self.get(run_id)
+            # the run as the cancel left it, read in the same transaction
+            found = await conn.execute(select(*RUN_COLUMNS).where(runs.c.id == run_id))
+            row = found.mappings().first()
+        return dict(row) if row is not None else None
 
     # --- leases ---------------------------------------------------------------------------
 
