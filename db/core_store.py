@@ -16,17 +16,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, literal, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement, Select
 
 from core.errors import InvalidInput
-from core.ids import uuid7_bound
+from core.ids import uuid7, uuid7_bound
 from core.jsonutil import roundtrip
 from db.database import Database
 from db.models import flow_slots, flows, idempotency_keys, locks, runs, steps, workers
 from db.store import (
     CLAIMABLE,
     Dispatch,
+    ExtraRows,
     Idempotency,
     LiveWorker,
     NewRun,
@@ -34,6 +36,7 @@ from db.store import (
     RunHead,
     RunStore,
 )
+from db.types import utcnow
 
 # Columns the API shows; the checkpoint columns stay inside the engine.
 RUN_COLUMNS = [
@@ -110,6 +113,42 @@ class CoreStore(RunStore):
         """Within ``conn``'s transaction, wait for others serialized on ``name``."""
 
     # --- runs -----------------------------------------------------------------------------
+
+    async def create(
+        self,
+        new: NewRun,
+        idempotency: Idempotency | None = None,
+        *,
+        extra_rows: ExtraRows | None = None,
+    ) -> tuple[Mapping[str, Any], bool]:
+        if idempotency is not None:
+            existing = await self._replay(new, idempotency)
+            if existing is not None:
+                return existing, False
+        now = utcnow()
+        run_id = uuid7(int(now.timestamp() * 1000))
+        extras = self._key_rows(new, idempotency, run_id, now)
+        if extra_rows is not None:
+            extras.extend(extra_rows(run_id))
+        try:
+            deadline = await self._insert_run(new, run_id, now, extras)
+        except IntegrityError:
+            if idempotency is None:
+                raise
+            existing = await self._replay(new, idempotency)  # a concurrent twin won
+            if existing is None:
+                raise
+            return existing, False
+        row = self._new_row(new, run_id, now)
+        row["deadline_at"] = deadline
+        return row, True
+
+    async def _insert_run(
+        self, new: NewRun, run_id: uuid.UUID, now: datetime, extras: list[tuple[Any, dict]]
+    ) -> datetime | None:
+        """Insert the queued run and ``extras`` in one transaction; return its deadline.
+        Raises SQLAlchemy's ``IntegrityError`` on a duplicate key."""
+        raise NotImplementedError
 
     @staticmethod
     def _key_rows(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -26,12 +26,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement, Select
 
-from core.ids import uuid7
 from db.core_store import RUN_COLUMN_NAMES, CoreStore
 from db.database import Database
 from db.models import steps
-from db.store import Claimed, ExtraRows, Idempotency, LeaseLost, NewRun, StepRecord
-from db.types import utcnow
+from db.store import Claimed, LeaseLost, NewRun, StepRecord
 
 # --- the SQL ---------------------------------------------------------------------------------
 
@@ -166,22 +164,9 @@ class PostgresStore(CoreStore):
 
     # --- runs -----------------------------------------------------------------------------
 
-    async def create(
-        self,
-        new: NewRun,
-        idempotency: Idempotency | None = None,
-        *,
-        extra_rows: ExtraRows | None = None,
-    ) -> tuple[Mapping[str, Any], bool]:
-        if idempotency is not None:
-            existing = await self._replay(new, idempotency)
-            if existing is not None:
-                return existing, False
-        now = utcnow()
-        run_id = uuid7(int(now.timestamp() * 1000))
-        extras = list(self._key_rows(new, idempotency, run_id, now))
-        if extra_rows is not None:
-            extras.extend(extra_rows(run_id))
+    async def _insert_run(
+        self, new: NewRun, run_id: uuid.UUID, now: datetime, extras: list[tuple[Any, dict]]
+    ) -> datetime | None:
         params = (
             run_id,
             new.tenant,
@@ -202,21 +187,13 @@ class PostgresStore(CoreStore):
         try:
             async with pool.acquire() as conn:
                 if not extras:
+                    return await conn.fetchval(INSERT_RUN, *params)
+                async with conn.transaction():
                     deadline = await conn.fetchval(INSERT_RUN, *params)
-                else:
-                    async with conn.transaction():
-                        deadline = await conn.fetchval(INSERT_RUN, *params)
-                        await _insert_rows(conn, extras)
+                    await _insert_rows(conn, extras)
+                return deadline
         except asyncpg.UniqueViolationError as exc:
-            if idempotency is None:
-                raise IntegrityError(INSERT_RUN, params, exc) from exc
-            existing = await self._replay(new, idempotency)
-            if existing is None:
-                raise IntegrityError(INSERT_RUN, params, exc) from exc
-            return existing, False
-        row = self._new_row(new, run_id, now)
-        row["deadline_at"] = deadline
-        return row, True
+            raise IntegrityError(INSERT_RUN, params, exc) from exc
 
     async def get(self, run_id: uuid.UUID) -> Mapping[str, Any] | None:
         pool = await self._conn_pool()

@@ -26,13 +26,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement
 
-from core.ids import uuid7
 from db.core_store import RUN_COLUMN_NAMES, CoreStore
 from db.database import Database
-from db.models import runs
 from db.sqlite_writer import SqliteWriter, connect
-from db.store import Claimed, ExtraRows, Idempotency, LeaseLost, NewRun, StepRecord
-from db.types import utcnow
+from db.store import Claimed, LeaseLost, NewRun, StepRecord
 
 # --- the SQL ---------------------------------------------------------------------------------
 
@@ -176,22 +173,9 @@ class SqliteStore(CoreStore):
 
     # --- runs -----------------------------------------------------------------------------
 
-    async def create(
-        self,
-        new: NewRun,
-        idempotency: Idempotency | None = None,
-        *,
-        extra_rows: ExtraRows | None = None,
-    ) -> tuple[Mapping[str, Any], bool]:
-        if idempotency is not None:
-            existing = await self._replay(new, idempotency)
-            if existing is not None:
-                return existing, False
-        now = utcnow()
-        run_id = uuid7(int(now.timestamp() * 1000))
-        extras = list(self._key_rows(new, idempotency, run_id, now))
-        if extra_rows is not None:
-            extras.extend(extra_rows(run_id))
+    async def _insert_run(
+        self, new: NewRun, run_id: uuid.UUID, now: datetime, extras: list[tuple[Any, dict]]
+    ) -> datetime | None:
         planned = [self._planned(table, values) for table, values in extras]
         timeout = new.run_timeout or None
         params = (
@@ -219,17 +203,9 @@ class SqliteStore(CoreStore):
             return deadline
 
         try:
-            deadline = await self.writer.run(insert_run)
+            return _read_time(await self.writer.run(insert_run))
         except sqlite3.IntegrityError as exc:
-            if idempotency is None:
-                raise IntegrityError(INSERT_RUN, params, exc) from exc
-            existing = await self._replay(new, idempotency)
-            if existing is None:
-                raise IntegrityError(INSERT_RUN, params, exc) from exc
-            return existing, False
-        row = self._new_row(new, run_id, now)
-        row["deadline_at"] = _read_time(deadline)
-        return row, True
+            raise IntegrityError(INSERT_RUN, params, exc) from exc
 
     async def get(self, run_id: uuid.UUID) -> Mapping[str, Any] | None:
         try:
@@ -363,6 +339,3 @@ def _step_params(run_id: uuid.UUID, step: StepRecord) -> tuple[Any, ...]:
         _json(step.cursor),
         step.next_node,
     )
-
-
-__all__ = ["SqliteStore", "runs"]
