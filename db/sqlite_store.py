@@ -6,8 +6,10 @@ Values are stored exactly as SQLAlchemy's types store them (UUIDs as 32 hex digi
 times as ``YYYY-MM-DD HH:MM:SS.ffffff``, JSON as text), so the cold paths in
 ``db.core_store`` read the same rows.
 
-The database's clock here is SQLite's ``'now'``: the host's clock, which every process on
-one SQLite file shares.
+The database's clock here is the host's: every process on one SQLite file shares it, and
+SQLite's own ``'now'`` reads that same clock (in milliseconds only). The store reads it
+once per statement, in microseconds, and binds it, so that times recorded one after the
+other never go backwards.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, func, insert, literal_column
+from sqlalchemy import String, Table, insert, literal
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -30,31 +32,27 @@ from db.core_store import RUN_COLUMN_NAMES, CoreStore
 from db.database import Database
 from db.sqlite_writer import SqliteWriter, connect
 from db.store import Claimed, LeaseLost, NewRun, StepRecord
+from db.types import utcnow
 
 # --- the SQL ---------------------------------------------------------------------------------
 
-# The database's clock, in the text form SQLAlchemy stores times in (microseconds).
-NOW = "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')"
-LATER = "(strftime('%Y-%m-%d %H:%M:%f', 'now', ?) || '000')"  # ? = '+15.0 seconds'
-
 # -- insert_run: a new queued run; its deadline is the database's now + run_timeout
-INSERT_RUN = f"""
+INSERT_RUN = """
 INSERT INTO runs (id, tenant, principal, flow, flow_version, graph_hash, status, mode, queue,
     priority, input, metadata, current_node, created_at, seq, version, state_seq,
     deliveries, cancel_requested, deadline_at)
-VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, 0,
-    CASE WHEN ? IS NULL THEN NULL ELSE {LATER} END)
-RETURNING deadline_at
+VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, ?)
 """
 
 # -- claim: take the lease of a claimable run no live holder has; count the delivery
-CLAIM = f"""
-UPDATE runs SET lease_owner = ?, lease_expires_at = {LATER}, deliveries = deliveries + 1,
-    status = 'running', started_at = coalesce(started_at, {NOW}), version = version + 1
-WHERE id = ? AND status IN ('queued', 'running')
-    AND (lease_owner IS NULL OR lease_expires_at < {NOW} OR lease_owner = ?)
+CLAIM = """
+UPDATE runs SET lease_owner = :owner, lease_expires_at = :expires,
+    deliveries = deliveries + 1, status = 'running', started_at = coalesce(started_at, :now),
+    version = version + 1
+WHERE id = :id AND status IN ('queued', 'running')
+    AND (lease_owner IS NULL OR lease_expires_at < :now OR lease_owner = :owner)
 RETURNING id, flow, flow_version, graph_hash, status, seq, cursor, state, state_seq, input,
-    deliveries, cancel_requested, deadline_at, {NOW}
+    deliveries, cancel_requested, deadline_at
 """
 
 # -- insert_step: the step a checkpoint commits (only after its fenced UPDATE held)
@@ -75,7 +73,7 @@ def checkpoint_sql(keys: tuple[str, ...], renew: bool) -> str:
     count, fenced by (id, seq, lease_owner); returns the pending-cancel flag."""
     sets = [f"{key} = ?" for key in keys]
     if renew:
-        sets.append(f"lease_expires_at = {LATER}")
+        sets.append("lease_expires_at = ?")
     sets += ["deliveries = 0", "version = version + 1"]
     return (
         f"UPDATE runs SET {', '.join(sets)} "
@@ -99,8 +97,9 @@ def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
-def _modifier(seconds: float) -> str:
-    return f"{seconds:+.6f} seconds"
+def _clock(after: float = 0.0) -> str:
+    """The database's clock (the host's), ``after`` seconds on, as the store writes times."""
+    return _time(utcnow() + timedelta(seconds=after))  # type: ignore[return-value]
 
 
 def _read_time(value: str | None) -> datetime | None:
@@ -157,10 +156,10 @@ class SqliteStore(CoreStore):
     # --- the clock and dialect bits for the cold paths ------------------------------------
 
     def _now(self) -> ColumnElement:
-        return literal_column(NOW)
+        return literal(_clock(), String)
 
     def _later(self, seconds: float) -> ColumnElement:
-        return func.strftime("%Y-%m-%d %H:%M:%f", "now", _modifier(seconds)).concat("000")
+        return literal(_clock(seconds), String)
 
     def _upsert(self, table: Any, rows: list[dict[str, Any]], keys: list[str], cols: list[str]):
         stmt = sqlite_insert(table).values(rows)
@@ -192,18 +191,17 @@ class SqliteStore(CoreStore):
             _json(new.metadata),
             new.current_node,
             _time(now),
-            timeout,
-            _modifier(timeout or 0),
+            _clock(timeout) if timeout else None,
         )
 
-        def insert_run(conn: sqlite3.Connection) -> str | None:
-            deadline = conn.execute(INSERT_RUN, params).fetchone()[0]
+        def insert_run(conn: sqlite3.Connection) -> None:
+            conn.execute(INSERT_RUN, params)
             for sql, row in planned:
                 conn.execute(sql, row)
-            return deadline
 
         try:
-            return _read_time(await self.writer.run(insert_run))
+            await self.writer.run(insert_run)
+            return _read_time(params[-1])
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(INSERT_RUN, params, exc) from exc
 
@@ -257,10 +255,16 @@ class SqliteStore(CoreStore):
     # --- the engine -----------------------------------------------------------------------
 
     async def claim(self, run_id: uuid.UUID, owner: str, ttl: float) -> Claimed | None:
-        params = (owner, _modifier(ttl), run_id.hex, owner)
-
         def claim(conn: sqlite3.Connection) -> tuple | None:
-            return conn.execute(CLAIM, params).fetchone()
+            now = utcnow()
+            params = {
+                "owner": owner,
+                "expires": _time(now + timedelta(seconds=ttl)),
+                "now": _time(now),
+                "id": run_id.hex,
+            }
+            row = conn.execute(CLAIM, params).fetchone()
+            return None if row is None else (*row, now)
 
         raw = await self.writer.run(claim)
         if raw is None:
@@ -279,7 +283,7 @@ class SqliteStore(CoreStore):
             raw[10],
             bool(raw[11]),
             _read_time(raw[12]),
-            _read_time(raw[13]),  # type: ignore[arg-type]
+            raw[13],
         )
 
     async def checkpoint(
@@ -298,7 +302,7 @@ class SqliteStore(CoreStore):
             _ENCODE[key](value) if key in _ENCODE else value for key, value in values.items()
         ]
         if renew:
-            params.append(_modifier(ttl))  # type: ignore[arg-type]
+            params.append(_clock(ttl))  # type: ignore[arg-type]
         params += [run_id.hex, seq, owner]
         step_params = _step_params(run_id, step) if step is not None else None
 
