@@ -3,7 +3,8 @@
 Each hot call is one statement in autocommit: one round trip, no BEGIN or COMMIT. A
 checkpoint's fenced UPDATE and its step's INSERT are one statement (data-modifying CTEs):
 no row back means the fence failed and nothing was written. asyncpg prepares and caches
-each statement per connection, and JSONB goes through orjson.
+each statement per connection (``db.pg_connections`` holds them), and JSONB goes through
+orjson.
 
 The database's clock is PostgreSQL's ``now()``.
 """
@@ -29,6 +30,7 @@ from sqlalchemy.sql import ColumnElement, Select
 from db.core_store import RUN_COLUMN_NAMES, CoreStore
 from db.database import Database
 from db.models import steps
+from db.pg_connections import Connections
 from db.store import Claimed, LeaseLost, NewRun, StepRecord
 
 # --- the SQL ---------------------------------------------------------------------------------
@@ -109,12 +111,6 @@ async def _setup(conn: asyncpg.Connection) -> None:
         )
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Nothing to reset when a connection goes back to the pool: the store leaves no
-    session state behind (no LISTEN, session locks, cursors or SET), and asyncpg's default
-    reset would cost a round trip on every release."""
-
-
 def _dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
@@ -125,19 +121,7 @@ class PostgresStore(CoreStore):
     def __init__(self, sa: Database, *, pool_size: int = 10) -> None:
         super().__init__(sa)
         self.pool_size = pool_size
-        self._pool: asyncpg.Pool | None = None
-
-    async def _conn_pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            self._pool = await asyncpg.create_pool(
-                _dsn(self.sa.url),
-                min_size=1,
-                max_size=self.pool_size,
-                init=_setup,
-                reset=_keep_session,
-                max_inactive_connection_lifetime=300,
-            )
-        return self._pool
+        self._connections = Connections(_dsn(sa.url), pool_size, _setup)
 
     # --- the clock and dialect bits for the cold paths ------------------------------------
 
@@ -183,9 +167,8 @@ class PostgresStore(CoreStore):
             now,
             new.run_timeout or None,
         )
-        pool = await self._conn_pool()
         try:
-            async with pool.acquire() as conn:
+            async with self._connections.connection() as conn:
                 if not extras:
                     return await conn.fetchval(INSERT_RUN, *params)
                 async with conn.transaction():
@@ -196,19 +179,18 @@ class PostgresStore(CoreStore):
             raise IntegrityError(INSERT_RUN, params, exc) from exc
 
     async def get(self, run_id: uuid.UUID) -> Mapping[str, Any] | None:
-        pool = await self._conn_pool()
-        row = await pool.fetchrow(GET_RUN, run_id)
+        async with self._connections.connection() as conn:
+            row = await conn.fetchrow(GET_RUN, run_id)
         return dict(row) if row is not None else None
 
     async def version(self, run_id: uuid.UUID) -> tuple[int, str] | None:
-        pool = await self._conn_pool()
-        row = await pool.fetchrow(RUN_VERSION, run_id)
+        async with self._connections.connection() as conn:
+            row = await conn.fetchrow(RUN_VERSION, run_id)
         return (row[0], row[1]) if row is not None else None
 
     async def insert_rows(self, *rows: tuple[Table, dict[str, Any]]) -> None:
-        pool = await self._conn_pool()
         try:
-            async with pool.acquire() as conn:
+            async with self._connections.connection() as conn:
                 if len(rows) == 1:
                     await _insert_rows(conn, rows)
                 else:
@@ -220,8 +202,8 @@ class PostgresStore(CoreStore):
     # --- the engine -----------------------------------------------------------------------
 
     async def claim(self, run_id: uuid.UUID, owner: str, ttl: float) -> Claimed | None:
-        pool = await self._conn_pool()
-        row = await pool.fetchrow(CLAIM, run_id, owner, float(ttl))
+        async with self._connections.connection() as conn:
+            row = await conn.fetchrow(CLAIM, run_id, owner, float(ttl))
         return Claimed(*row) if row is not None else None
 
     async def checkpoint(
@@ -256,8 +238,8 @@ class PostgresStore(CoreStore):
                 step.cursor,
                 step.next_node,
             ]
-        pool = await self._conn_pool()
-        row = await pool.fetchrow(sql, *args)
+        async with self._connections.connection() as conn:
+            row = await conn.fetchrow(sql, *args)
         if row is None:
             raise LeaseLost(str(run_id))
         return bool(row[0])
@@ -265,9 +247,7 @@ class PostgresStore(CoreStore):
     # --- upkeep ---------------------------------------------------------------------------
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._connections.close()
         await self.sa.close()
 
 
