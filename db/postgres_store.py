@@ -120,7 +120,6 @@ class PostgresStore(CoreStore):
 
     def __init__(self, sa: Database, *, pool_size: int = 10) -> None:
         super().__init__(sa)
-        self.pool_size = pool_size
         self._connections = Connections(_dsn(sa.url), pool_size, _setup)
 
     # --- the clock and dialect bits for the cold paths ------------------------------------

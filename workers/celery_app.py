@@ -149,7 +149,6 @@ class WorkerProcess:
         self.queues = [q for q in os.environ.get(QUEUES_ENV, "default").split(",") if q]
         self.pid = os.getpid()
         self.worker_id = f"{self.name}/{self.pid}"
-        self.started_at = utcnow()
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.runs = open_store(settings.database_url, pool_size=2)
