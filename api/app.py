@@ -10,6 +10,7 @@ import structlog
 from fastapi import FastAPI
 
 from api import hardening, problems
+from api.admission import Admission
 from api.middleware import RequestMiddleware
 from api.routes import flows, health, runs
 from api.security import start_security
@@ -38,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             [(s.name, s.version, s.graph_hash, s.description) for s in registry.all()]
         )
         executor = make_executor(settings, store, registry)
-        state = AppState(settings, store, registry, executor)
+        state = AppState(settings, store, registry, executor, Admission(store, settings))
         app.state.pocketrun = state
         app.state.security = await start_security(settings, store)
         await executor.start()

@@ -7,6 +7,7 @@ import contextlib
 import uuid
 from dataclasses import dataclass, field
 
+from api.admission import Admission
 from core.settings import Settings
 from db.store import TERMINAL, RunStore
 from flows.registry import Registry
@@ -19,6 +20,7 @@ class AppState:
     store: RunStore
     registry: Registry
     executor: Executor
+    admission: Admission
     tasks: set[asyncio.Task] = field(default_factory=set)
 
     def spawn(self, coro) -> asyncio.Task:

@@ -11,6 +11,11 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
 
 
+def canonical_json(value: Any) -> bytes:
+    """One spelling per value: keys sorted, no whitespace (what a fingerprint hashes)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS)
+
+
 def dumps_str(value: Any) -> str:
     return orjson.dumps(value).decode()
 

@@ -59,11 +59,17 @@ class Settings(BaseSettings):
     wait_cap: float = Field(default=60.0, ge=0)
     inline_budget: float = Field(default=30.0, ge=0)
     idempotency_ttl: float = 24 * 3600.0
+    # Admission (no tenant can crowd out another): slots one tenant may hold in a process
+    # (default: all but a quarter of CONCURRENCY), unfinished runs one tenant may have
+    # before new ones are refused with 429, and the highest priority a consumer may set.
+    tenant_slots: int | None = Field(default=None, ge=1)
+    tenant_max_unfinished: int = Field(default=1000, ge=1)
+    priority_ceiling: int = Field(default=4, ge=0, le=9)
     max_deliveries: int = Field(default=20, ge=1)
 
     # Distributed execution (EXECUTOR=celery): see workers/celery_app.py.
     broker_url: str | None = None  # default: REDIS_URL
-    time_slice: float = Field(default=5.0, gt=0)  # seconds a task carries a run before requeueing
+    time_slice: float = Field(default=5.0, gt=0)  # seconds one advance carries a run, then requeue
     task_soft_time_limit: float = Field(default=900.0, gt=0)  # caps one task: slice + last step
     task_time_limit_grace: float = Field(default=30.0, gt=0)  # hard kill this long after the soft
     visibility_timeout: float = Field(default=3600.0, gt=0)  # Redis broker: unacked redelivery
@@ -80,6 +86,12 @@ class Settings(BaseSettings):
     @classmethod
     def _normalize(cls, value: str) -> str:
         return normalize_database_url(value)
+
+    @property
+    def slots_per_tenant(self) -> int:
+        if self.tenant_slots is not None:
+            return min(self.tenant_slots, self.concurrency)
+        return max(1, self.concurrency - self.concurrency // 4)
 
     @property
     def flow_modules(self) -> list[str]:

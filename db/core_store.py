@@ -158,6 +158,7 @@ class CoreStore(RunStore):
             return []
         row = {
             "tenant": new.tenant,
+            "principal": new.principal,
             "flow": new.flow,
             "key": idem.key,
             "request_hash": idem.request_hash,
@@ -197,6 +198,7 @@ class CoreStore(RunStore):
         422 when the key was used with another body."""
         key_match = and_(
             idempotency_keys.c.tenant == new.tenant,
+            idempotency_keys.c.principal == new.principal,
             idempotency_keys.c.flow == new.flow,
             idempotency_keys.c.key == idem.key,
         )
@@ -234,10 +236,16 @@ class CoreStore(RunStore):
             )
         return await self.get(found.run_id)
 
-    async def _get_pooled(self, run_id: uuid.UUID) -> Mapping[str, Any] | None:
+    async def _get_pooled(
+        self, run_id: uuid.UUID, tenant: str | None = None, principal: str | None = None
+    ) -> Mapping[str, Any] | None:
+        query = select(*RUN_COLUMNS).where(runs.c.id == run_id)
+        if tenant is not None:
+            query = query.where(runs.c.tenant == tenant)
+        if principal is not None:
+            query = query.where(runs.c.principal == principal)
         async with self.sa.read() as conn:
-            result = await conn.execute(select(*RUN_COLUMNS).where(runs.c.id == run_id))
-            return result.mappings().first()
+            return (await conn.execute(query)).mappings().first()
 
     async def _version_pooled(self, run_id: uuid.UUID) -> tuple[int, str] | None:
         async with self.sa.read() as conn:
@@ -271,12 +279,22 @@ class CoreStore(RunStore):
         async with self.sa.read() as conn:
             return list((await conn.execute(query)).mappings().all())
 
-    async def steps(self, run_id: uuid.UUID) -> list[Mapping[str, Any]]:
+    async def steps(
+        self, run_id: uuid.UUID, *, after: int = 0, limit: int | None = None
+    ) -> list[Mapping[str, Any]]:
+        query = (
+            select(*STEP_COLUMNS)
+            .where(steps.c.run_id == run_id, steps.c.seq > after)
+            .order_by(steps.c.seq)
+            .limit(limit)
+        )
         async with self.sa.read() as conn:
-            result = await conn.execute(
-                select(*STEP_COLUMNS).where(steps.c.run_id == run_id).order_by(steps.c.seq)
-            )
-            return list(result.mappings().all())
+            return list((await conn.execute(query)).mappings().all())
+
+    async def count_unfinished(self, tenant: str) -> int:
+        query = select(func.count()).where(runs.c.tenant == tenant, runs.c.status.in_(CLAIMABLE))
+        async with self.sa.read() as conn:
+            return (await conn.execute(query)).scalar_one()
 
     async def deltas(self, run_id: uuid.UUID, after_seq: int) -> list[dict | None]:
         async with self.sa.read() as conn:
@@ -413,9 +431,9 @@ class CoreStore(RunStore):
                 update(runs)
                 .where(runs.c.id.in_(pick.scalar_subquery()), runs.c.status.in_(CLAIMABLE))
                 .values(dispatched_at=self._now(), lease_owner=None, lease_expires_at=None)
-                .returning(runs.c.id, runs.c.queue, runs.c.priority)
+                .returning(runs.c.id, runs.c.queue, runs.c.priority, runs.c.tenant)
             )
-            found = [Dispatch(r.id, r.queue, r.priority) for r in result]
+            found = [Dispatch(r.id, r.queue, r.priority, r.tenant) for r in result]
         found.sort(key=lambda d: (-d.priority, d.id))
         return found
 

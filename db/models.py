@@ -107,6 +107,7 @@ class IdempotencyKey(Base):
     __tablename__ = "idempotency_keys"
 
     tenant: Mapped[str] = mapped_column(String(100), primary_key=True)
+    principal: Mapped[str] = mapped_column(String(200), primary_key=True)
     flow: Mapped[str] = mapped_column(String(100), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))

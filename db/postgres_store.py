@@ -57,7 +57,10 @@ RETURNING id, flow, flow_version, graph_hash, status, seq, cursor, state, state_
 """
 
 # -- get_run / run_version: point reads by id
-GET_RUN = f"SELECT {', '.join(RUN_COLUMN_NAMES)} FROM runs WHERE id = $1"
+GET_RUN = (
+    f"SELECT {', '.join(RUN_COLUMN_NAMES)} FROM runs WHERE id = $1"
+    " AND tenant = coalesce($2::text, tenant) AND principal = coalesce($3::text, principal)"
+)
 RUN_VERSION = "SELECT version, status FROM runs WHERE id = $1"
 
 STEP_COLUMNS = [c.name for c in steps.c]
@@ -177,9 +180,11 @@ class PostgresStore(CoreStore):
         except asyncpg.UniqueViolationError as exc:
             raise IntegrityError(INSERT_RUN, params, exc) from exc
 
-    async def get(self, run_id: uuid.UUID) -> Mapping[str, Any] | None:
+    async def get(
+        self, run_id: uuid.UUID, *, tenant: str | None = None, principal: str | None = None
+    ) -> Mapping[str, Any] | None:
         async with self._connections.connection() as conn:
-            row = await conn.fetchrow(GET_RUN, run_id)
+            row = await conn.fetchrow(GET_RUN, run_id, tenant, principal)
         return dict(row) if row is not None else None
 
     async def version(self, run_id: uuid.UUID) -> tuple[int, str] | None:

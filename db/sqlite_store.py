@@ -63,7 +63,10 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 # -- get_run / run_version: point reads by id
-GET_RUN = f"SELECT {', '.join(RUN_COLUMN_NAMES)} FROM runs WHERE id = ?"
+GET_RUN = (
+    f"SELECT {', '.join(RUN_COLUMN_NAMES)} FROM runs WHERE id = ?1"
+    " AND tenant = coalesce(?2, tenant) AND principal = coalesce(?3, principal)"
+)
 RUN_VERSION = "SELECT version, status FROM runs WHERE id = ?"
 
 
@@ -205,11 +208,13 @@ class SqliteStore(CoreStore):
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(INSERT_RUN, params, exc) from exc
 
-    async def get(self, run_id: uuid.UUID) -> Mapping[str, Any] | None:
+    async def get(
+        self, run_id: uuid.UUID, *, tenant: str | None = None, principal: str | None = None
+    ) -> Mapping[str, Any] | None:
         try:
-            raw = self._read().execute(GET_RUN, (run_id.hex,)).fetchone()
-        except sqlite3.Error:
-            return await self._get_pooled(run_id)  # e.g. busy during a WAL recovery
+            raw = self._read().execute(GET_RUN, (run_id.hex, tenant, principal)).fetchone()
+        except sqlite3.Error:  # e.g. busy during a WAL recovery
+            return await self._get_pooled(run_id, tenant, principal)
         return _run_row(raw) if raw is not None else None
 
     async def version(self, run_id: uuid.UUID) -> tuple[int, str] | None:

@@ -125,6 +125,7 @@ class Dispatch:
     id: uuid.UUID
     queue: str
     priority: int
+    tenant: str
 
 
 @dataclass(slots=True)
@@ -165,7 +166,11 @@ class RunStore(ABC):
         ``extra_rows(run_id)``: rows (an audit entry) committed in the run's transaction."""
 
     @abstractmethod
-    async def get(self, run_id: uuid.UUID) -> Mapping[str, Any] | None: ...
+    async def get(
+        self, run_id: uuid.UUID, *, tenant: str | None = None, principal: str | None = None
+    ) -> Mapping[str, Any] | None:
+        """The run, if it belongs to ``tenant`` and ``principal`` (None: any). The filter
+        is in the query, so another tenant's run costs what an unknown id costs."""
 
     @abstractmethod
     async def version(self, run_id: uuid.UUID) -> tuple[int, str] | None:
@@ -175,7 +180,14 @@ class RunStore(ABC):
     async def list(self, f: RunFilter) -> list[Mapping[str, Any]]: ...
 
     @abstractmethod
-    async def steps(self, run_id: uuid.UUID) -> list[Mapping[str, Any]]: ...
+    async def steps(
+        self, run_id: uuid.UUID, *, after: int = 0, limit: int | None = None
+    ) -> list[Mapping[str, Any]]:
+        """The run's steps with ``seq > after`` in seq order, at most ``limit`` of them."""
+
+    @abstractmethod
+    async def count_unfinished(self, tenant: str) -> int:
+        """The tenant's runs that are queued or running (an index-only count)."""
 
     @abstractmethod
     async def cancel(self, run_id: uuid.UUID) -> Mapping[str, Any] | None:

@@ -1,8 +1,10 @@
 """The API's side of EXECUTOR=celery: hand runs to the workers, run inline ones here.
 
 This module never imports Celery (DESIGN.md section 1): messages go onto the Redis broker
-through ``workers.dispatch``. An inline run advances in this process for its budget and,
-if it outgrows it, continues on the workers from its next checkpoint. Long polls learn of
+through ``workers.dispatch``. An inline run waits for one of this process's
+``CONCURRENCY`` slots (fair across tenants, ``workers.fair_queue``), advances here for
+what is left of its budget and, if it outgrows it (or its budget ran out while it
+waited), continues on the workers from its next checkpoint. Long polls learn of
 changes made by workers through Redis pub/sub (with the database poll in
 ``api.state.wait_for_change`` as the backstop).
 """
@@ -24,6 +26,7 @@ from flows.registry import Registry
 from workers.dispatch import Dispatcher, redis_client
 from workers.distributed import Advancer
 from workers.engine import RunEngine, default_worker_name
+from workers.fair_queue import FairQueue, Waiting
 from workers.redis_store import CHANGES_CHANNEL, RedisStore
 from workers.supervisor import Supervisor
 
@@ -62,6 +65,7 @@ class CeleryExecutor:
             store, settings, owner=self.engine.owner, active=lambda: self.engine.active
         )
         self.advancer.supervisor = self.supervisor
+        self._inline_queue = FairQueue(settings.slots_per_tenant)
         self._inline: set[asyncio.Task] = set()
         self._tasks: list[asyncio.Task] = []
 
@@ -72,23 +76,55 @@ class CeleryExecutor:
     async def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._listen(), name="pocketrun-changes"),
+            *(
+                asyncio.create_task(self._inline_slot(), name=f"pocketrun-inline-{i}")
+                for i in range(self.settings.concurrency)
+            ),
         ]
         self.supervisor.start()
 
-    async def submit(self, run_id: uuid.UUID, *, priority: int = 0, queue: str = "default") -> None:
+    async def submit(
+        self,
+        run_id: uuid.UUID,
+        *,
+        priority: int = 0,
+        queue: str = "default",
+        tenant: str = "default",
+    ) -> None:
         try:
             await self.dispatcher.publish(run_id, queue, priority)
         except Exception as exc:  # recorded in the database: the sweeper sends it later
             log.warning("broker unavailable; the sweeper will dispatch the run", error=repr(exc))
 
-    async def run_inline(self, run_id: uuid.UUID, budget: float) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._inline.add(task)
+    async def run_inline(
+        self, run_id: uuid.UUID, budget: float, *, tenant: str = "default", priority: int = 0
+    ) -> None:
+        until = asyncio.get_running_loop().time() + budget
+        self._inline_queue.put(run_id, tenant, priority, inline_until=until)
+
+    async def _inline_slot(self) -> None:
+        while True:
+            waiting = await self._inline_queue.take()
+            carry = asyncio.create_task(self._carry_inline(waiting))
+            self._inline.add(carry)  # what stop() drains
+            try:
+                await asyncio.shield(carry)
+            finally:
+                self._inline.discard(carry)
+                self._inline_queue.done(waiting.tenant)
+
+    async def _carry_inline(self, waiting: Waiting) -> None:
+        assert waiting.inline_until is not None
         try:
-            await self.advancer.advance(run_id, budget)
-        finally:
-            self._inline.discard(task)
+            left = waiting.inline_until - asyncio.get_running_loop().time()
+            if self.engine.stopping.is_set() or left <= 0:  # its caller is gone: to the workers
+                head = await self.runs.head(waiting.run_id)
+                if head is not None:
+                    await self.submit(waiting.run_id, priority=head.priority, queue=head.queue)
+            else:
+                await self.advancer.advance(waiting.run_id, left)
+        except Exception:
+            log.exception("an inline run failed to advance; the sweeper carries it on")
 
     async def _listen(self) -> None:
         while True:
@@ -113,6 +149,8 @@ class CeleryExecutor:
     async def stop(self) -> None:
         """Inline runs stop at their next checkpoint and continue on the workers."""
         self.engine.stopping.set()
+        for waiting in self._inline_queue.drain():  # never got a slot here: to the workers
+            await self._carry_inline(waiting)
         if self._inline:
             _, pending = await asyncio.wait(list(self._inline), timeout=self.settings.drain_grace)
             for task in pending:

@@ -25,7 +25,7 @@ from db.store import Claimed, LeaseLost, RunStore, StepRecord
 from flows.compiler import first_leaf
 from flows.registry import FlowSpec, Registry
 from workers.cursor import Cursor
-from workers.runner import StepError, StepResult, StepRunner
+from workers.runner import Limits, StepError, StepResult, StepRunner
 from workers.store import SharedStore, StoreError
 from workers.threads import StepThreads
 
@@ -211,17 +211,13 @@ class RunEngine:
                         "node": cursor.next,
                     },
                 )
-            timeout = _step_timeout(spec, claimed, now())
             structlog.contextvars.bind_contextvars(step=seq + 1)
             began = loop.time()
-            result = await runner.step(cursor, store.working_copy(), seq + 1, timeout)
+            limits = _step_limits(spec, claimed, now(), began)
+            result = await runner.step(cursor, store.working_copy(), seq + 1, limits)
             if result.error is not None:
                 error = result.error
-                if (
-                    error.status == "timed_out"
-                    and claimed.deadline_at is not None
-                    and timeout != spec.step_timeout
-                ):  # the run's deadline, not the node's step_timeout, cut the step short
+                if error.type == "run_timeout":
                     deadline = _deadline_error(claimed, error.node)
                     error = StepError(
                         "run_timeout", deadline["message"], error.node, "timed_out", error.attempts
@@ -373,9 +369,9 @@ def _deadline_error(claimed: Claimed, node: str | None) -> dict[str, Any]:
     }
 
 
-def _step_timeout(spec: FlowSpec, claimed: Claimed, now) -> float | None:
-    timeout = spec.step_timeout
+def _step_limits(spec: FlowSpec, claimed: Claimed, now: datetime, loop_now: float) -> Limits:
+    """The flow's step timeout, and the run's deadline as loop time."""
+    until = None
     if claimed.deadline_at is not None:
-        remaining = max((claimed.deadline_at - now).total_seconds(), 0.001)
-        timeout = remaining if timeout is None else min(timeout, remaining)
-    return timeout
+        until = loop_now + max((claimed.deadline_at - now).total_seconds(), 0.001)
+    return Limits(spec.step_timeout, until)

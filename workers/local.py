@@ -1,6 +1,10 @@
 """The local executor: runs inside ``pocketrun serve`` with bounded concurrency.
 
-Runs wait in a priority queue; ``concurrency`` tasks advance them. The process's
+Runs wait in a queue that is fair across tenants (``workers.fair_queue``); ``concurrency``
+tasks advance them, a time slice at a time, so a long run goes back in line between
+slices and nobody waits behind it for long. Inline runs take a slot like any other run:
+the caller's wait counts down meanwhile, and the run carries on in the background. The
+process's
 ``Supervisor`` renews the leases of the runs in flight here and, holding the sweeper lock,
 queues every unfinished run that no live lease holds, so a restarted server carries on the
 runs its predecessor had in flight.
@@ -10,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import uuid
 from typing import Any
 
@@ -22,6 +25,7 @@ from core.settings import Settings
 from db.store import RunStore
 from flows.registry import Registry
 from workers.engine import Outcome, RunEngine
+from workers.fair_queue import FairQueue
 from workers.supervisor import Supervisor
 
 log = structlog.get_logger("pocketrun.local")
@@ -52,11 +56,9 @@ class LocalExecutor:
             active=lambda: self.engine.active,
             sweep=self._sweep if sweep else None,
         )
-        self._queue: asyncio.PriorityQueue[tuple[int, int, uuid.UUID]] = asyncio.PriorityQueue()
-        self._order = itertools.count()
+        self._queue = FairQueue(settings.slots_per_tenant)
         self._known: set[uuid.UUID] = set()  # queued here or in flight here
         self._in_flight: set[asyncio.Task] = set()
-        self._active: set[uuid.UUID] = set()  # taken by a task of this process
         self._tasks: list[asyncio.Task] = []
 
     @property
@@ -72,58 +74,68 @@ class LocalExecutor:
         ]
         self.supervisor.start()
 
-    async def submit(self, run_id: uuid.UUID, *, priority: int = 0, queue: str = "default") -> None:
+    async def submit(
+        self,
+        run_id: uuid.UUID,
+        *,
+        priority: int = 0,
+        queue: str = "default",
+        tenant: str = "default",
+    ) -> None:
         if run_id in self._known:
             return
         self._known.add(run_id)
-        self._queue.put_nowait((-priority, next(self._order), run_id))
+        self._queue.put(run_id, tenant, priority)
         QUEUE_DEPTH.set(self._queue.qsize())
 
-    async def run_inline(self, run_id: uuid.UUID, budget: float) -> None:
+    async def run_inline(
+        self, run_id: uuid.UUID, budget: float, *, tenant: str = "default", priority: int = 0
+    ) -> None:
+        if run_id in self._known:
+            return
         self._known.add(run_id)
-        try:
-            outcome = await self._advance(run_id, budget)
-        finally:
-            self._known.discard(run_id)
-        if outcome is Outcome.paused and not self.engine.stopping.is_set():
-            await self.submit(run_id)
+        until = asyncio.get_running_loop().time() + budget
+        self._queue.put(run_id, tenant, priority, inline_until=until)
+        QUEUE_DEPTH.set(self._queue.qsize())
 
-    async def _advance(self, run_id: uuid.UUID, budget: float | None) -> Outcome:
-        if run_id in self._active:
-            return Outcome.skipped
+    async def _advance(self, run_id: uuid.UUID, budget: float | None) -> Outcome | None:
+        """None: advancing failed here; the sweeper carries the run on later."""
         task = asyncio.current_task()
         assert task is not None
         self._in_flight.add(task)
         IN_FLIGHT.set(len(self._in_flight))
-        self._active.add(run_id)
         try:
             return await self.engine.advance(run_id, budget=budget)
         except Exception:
             log.exception("advancing the run failed; the sweeper will retry it", run_id=str(run_id))
             with contextlib.suppress(Exception):
                 await self.store.release(run_id, self.engine.owner)
-            return Outcome.paused
+            return None
         finally:
             self._in_flight.discard(task)
             IN_FLIGHT.set(len(self._in_flight))
-            self._active.discard(run_id)
 
     async def _work(self) -> None:
         while True:
-            _, _, run_id = await self._queue.get()
+            waiting = await self._queue.take()
             QUEUE_DEPTH.set(self._queue.qsize())
+            outcome = None
             try:
                 if not self.engine.stopping.is_set():
-                    await self._advance(run_id, None)
+                    outcome = await self._advance(waiting.run_id, self.settings.time_slice)
             finally:
-                self._known.discard(run_id)
+                self._queue.done(waiting.tenant)
+                self._known.discard(waiting.run_id)
+            if outcome is Outcome.paused and not self.engine.stopping.is_set():
+                # its slice is used: back in line, behind whoever waits
+                await self.submit(waiting.run_id, priority=waiting.priority, tenant=waiting.tenant)
 
     async def _sweep(self, first: bool) -> None:
         """Queue here the runs nobody holds (all of them on this process's first sweep)."""
         for found in await self.store.take_orphans(
             self.settings.redispatch_after, everything=first, limit=500
         ):
-            await self.submit(found.id, priority=found.priority)
+            await self.submit(found.id, priority=found.priority, tenant=found.tenant)
 
     async def stop(self) -> None:
         """Stop taking runs; in-flight ones stop at their next checkpoint and release."""
@@ -141,10 +153,18 @@ class LocalExecutor:
         await self.changes.close()
 
     async def health(self) -> dict[str, Any]:
-        return {
+        threads, warnings = self.engine.threads.health()
+        body: dict[str, Any] = {
             "executor": self.name,
             "worker": self.worker,
             "in_flight": len(self._in_flight),
             "queued": self._queue.qsize(),
             "concurrency": self.settings.concurrency,
+            "slots_per_tenant": self.settings.slots_per_tenant,
+            "step_threads": threads,
         }
+        if warnings:
+            body["warnings"] = warnings
+        if threads["abandoned"] >= threads["cap"]:
+            body["ready"] = False
+        return body

@@ -45,6 +45,29 @@ class StepError(Exception):
         return {"type": self.type, "message": self.message, "node": self.node}
 
 
+@dataclass(slots=True, frozen=True)
+class Limits:
+    """How long one call of a step may take: ``timeout`` seconds of its own time (a wait
+    for a thread does not count) and never past ``until``, the run's deadline (loop time)."""
+
+    timeout: float | None = None
+    until: float | None = None
+
+    def remaining(self, started: float, now: float | None = None) -> float | None:
+        """Seconds left at ``now`` for a call whose own time began at ``started``."""
+        now = started if now is None else now
+        ends = [] if self.until is None else [self.until]
+        if self.timeout is not None:
+            ends.append(started + self.timeout)
+        return min(ends) - now if ends else None
+
+    def deadline_passed(self, now: float) -> bool:
+        return self.until is not None and now + 0.001 >= self.until
+
+
+NO_LIMITS = Limits()
+
+
 @dataclass(slots=True)
 class StepResult:
     node: str | None  # None: the run ended without running a leaf (e.g. an empty batch)
@@ -132,12 +155,14 @@ class StepRunner:
         fn: Any,
         *args: Any,
         is_async: bool,
+        limits: Limits,
         key: str | None = None,
-        timeout: float | None = None,
     ) -> Any:
+        """``fn(*args)`` within ``limits``: TimeoutError when one runs out."""
+        loop = asyncio.get_running_loop()
         if is_async:
             set_step_key(key)
-            return await asyncio.wait_for(fn(*args), timeout)
+            return await asyncio.wait_for(fn(*args), limits.remaining(loop.time()))
         if self.inline_sync:
             set_step_key(key)
             return fn(*args)
@@ -147,32 +172,42 @@ class StepRunner:
             return fn(*args)
 
         future = self.threads.submit(in_thread)
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
-        except TimeoutError:
-            self.threads.abandon(future)  # it may never return: the pool replaces its thread
-            raise
+        waiting = asyncio.wrap_future(future)
+        while True:
+            # The node's own time runs from when a thread took the call, not from now.
+            started = self.threads.started_at(future)
+            now = loop.time()
+            left = limits.remaining(started if started is not None else now, now)
+            if left is not None and left <= 0:
+                break
+            done, _ = await asyncio.wait((waiting,), timeout=left)
+            if done:
+                return waiting.result()
+        self.threads.abandon(future)  # it may never return: the pool replaces its thread
+        waiting.cancel()
+        raise TimeoutError
 
     async def step(
-        self, cursor: Cursor, shared: dict[str, Any], seq: int, timeout: float | None
+        self, cursor: Cursor, shared: dict[str, Any], seq: int, limits: Limits = NO_LIMITS
     ) -> StepResult:
-        """Run the next leaf node (entering and leaving flows around it) on ``shared``."""
+        """Run the next leaf node (entering and leaving flows around it) on ``shared``; each
+        call (a flow's prep or post as much as the node) runs within ``limits``."""
         started = self.clock()
         key = f"{self.run_key}:{seq}"
         try:
             while cursor.next is None or self.graph[cursor.next].is_container:
                 if cursor.next is None:
-                    if await self._unwind(cursor, shared):
+                    if await self._unwind(cursor, shared, limits):
                         return StepResult(
                             None, cursor.final, 0, started, self.clock(), cursor, shared
                         )
                 else:
-                    await self._enter(self.graph[cursor.next], cursor, shared)
+                    await self._enter(self.graph[cursor.next], cursor, shared, limits)
             info = self.graph[cursor.next]
-            action, attempts = await self._run_leaf(info, cursor, shared, key, timeout)
+            action, attempts = await self._run_leaf(info, cursor, shared, key, limits)
             cursor.last = action
             cursor.next = info.successors.get(action or "default")
-            while cursor.next is None and not await self._unwind(cursor, shared):
+            while cursor.next is None and not await self._unwind(cursor, shared, limits):
                 pass
         except StepError as exc:
             return StepResult(
@@ -186,7 +221,7 @@ class StepRunner:
         cursor: Cursor,
         shared: dict[str, Any],
         key: str,
-        timeout: float | None,
+        limits: Limits,
     ) -> tuple[str | None, int]:
         node = copy.copy(info.obj)
         node.set_params(cursor.frames[-1].params)
@@ -194,15 +229,9 @@ class StepRunner:
         counter = _Counter(node, is_async)
         run = node._run_async if is_async else node._run
         try:
-            action = await self._call(run, shared, is_async=is_async, key=key, timeout=timeout)
+            action = await self._call(run, shared, is_async=is_async, limits=limits, key=key)
         except TimeoutError:
-            raise StepError(
-                "timed_out",
-                f"node '{info.id}' ran past its {timeout:.3g}s step timeout",
-                info.id,
-                status="timed_out",
-                attempts=counter.calls,
-            ) from None
+            raise _timed_out(f"node '{info.id}'", info.id, limits, counter.calls) from None
         except StepError:
             raise
         except Exception as exc:
@@ -218,7 +247,9 @@ class StepRunner:
             )
         return action, 1 if isinstance(info.obj, Flow) else counter.calls
 
-    async def _enter(self, info: NodeInfo, cursor: Cursor, shared: dict[str, Any]) -> None:
+    async def _enter(
+        self, info: NodeInfo, cursor: Cursor, shared: dict[str, Any], limits: Limits
+    ) -> None:
         """Start a flow: its prep runs now and commits with its first inner step."""
         flow = copy.copy(info.obj)
         base = cursor.frames[-1].params if cursor.frames else flow.params
@@ -226,8 +257,10 @@ class StepRunner:
         is_async = info.kind in ASYNC_KINDS
         try:
             prep = await self._call(
-                flow.prep_async if is_async else flow.prep, shared, is_async=is_async
+                flow.prep_async if is_async else flow.prep, shared, is_async=is_async, limits=limits
             )
+        except TimeoutError:
+            raise _timed_out(f"prep of flow '{info.id}'", info.id, limits) from None
         except Exception as exc:
             raise StepError("node_error", f"{type(exc).__name__}: {exc}", info.id) from exc
         base = _json(base, "params", info.id)
@@ -249,7 +282,7 @@ class StepRunner:
         cursor.last = None
         self._live_flows[info.id] = flow
 
-    async def _unwind(self, cursor: Cursor, shared: dict[str, Any]) -> bool:
+    async def _unwind(self, cursor: Cursor, shared: dict[str, Any], limits: Limits) -> bool:
         """The innermost flow's loop ended: next batch pass, or its post. True: run over."""
         frame = cursor.frames[-1]
         info = self.graph[frame.flow]
@@ -271,7 +304,10 @@ class StepRunner:
                 frame.prep,
                 last,
                 is_async=is_async,
+                limits=limits,
             )
+        except TimeoutError:
+            raise _timed_out(f"post of flow '{info.id}'", info.id, limits) from None
         except Exception as exc:
             raise StepError("node_error", f"{type(exc).__name__}: {exc}", info.id) from exc
         if result is not None and not isinstance(result, str):
@@ -287,3 +323,17 @@ class StepRunner:
         cursor.last = result
         cursor.next = info.successors.get(result or "default")
         return False
+
+
+def _timed_out(what: str, node: str, limits: Limits, attempts: int = 0) -> StepError:
+    if limits.deadline_passed(asyncio.get_running_loop().time()):
+        return StepError(
+            "run_timeout", f"{what} ran past the run's deadline", node, "timed_out", attempts
+        )
+    return StepError(
+        "timed_out",
+        f"{what} ran past its {limits.timeout:.3g}s step timeout",
+        node,
+        status="timed_out",
+        attempts=attempts,
+    )

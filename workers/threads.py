@@ -3,13 +3,18 @@
 A step past its timeout is abandoned: its thread may never come back. ``StepThreads``
 then starts a replacement at once, so the pool keeps its size for the steps that follow;
 when an abandoned call finally returns, its thread leaves the pool. Replacements are
-capped (``max_abandoned``) so that a flood of hung nodes cannot grow threads without end.
+capped (``max_abandoned``) so that a flood of hung nodes cannot grow threads without end;
+``near_cap`` tells health checks when the process is close to that cap.
+
+A call's start time is kept (``started_at``) so that a step timeout can count the node's
+own time from there, not the time its call waited for a thread.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any
@@ -18,13 +23,14 @@ from core.metrics import ABANDONED_THREADS
 
 
 class _Work:
-    __slots__ = ("abandoned", "args", "fn", "future")
+    __slots__ = ("abandoned", "args", "fn", "future", "started")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.future: Future = Future()
         self.fn = fn
         self.args = args
         self.abandoned = False
+        self.started: float | None = None  # time.monotonic() when a thread took it
 
 
 class StepThreads(Executor):
@@ -43,6 +49,27 @@ class StepThreads(Executor):
     @property
     def abandoned(self) -> int:
         return self._abandoned
+
+    @property
+    def near_cap(self) -> bool:
+        """Four fifths of the replacements used: a few more hung nodes and steps queue."""
+        return self._abandoned * 5 >= self.max_abandoned * 4
+
+    def health(self) -> tuple[dict[str, int], list[str]]:
+        """The pool's numbers for /readyz, and warnings once hung calls near the cap."""
+        numbers = {"size": self.size, "abandoned": self._abandoned, "cap": self.max_abandoned}
+        warnings = []
+        if self.near_cap:
+            warnings.append(
+                f"{self._abandoned} step threads are stuck in calls that timed out "
+                f"(cap {self.max_abandoned}); past the cap, hung nodes hold the pool's threads"
+            )
+        return numbers, warnings
+
+    def started_at(self, future: Future) -> float | None:
+        """When a thread began the call behind ``future`` (None: still queued, or over)."""
+        work = self._by_future.get(future)
+        return work.started if work is not None else None
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         if kwargs:
@@ -82,6 +109,7 @@ class StepThreads(Executor):
                     self._threads -= 1
                 return
             if work.future.set_running_or_notify_cancel():
+                work.started = time.monotonic()
                 try:
                     result = work.fn(*work.args)
                 except BaseException as exc:

@@ -32,7 +32,7 @@ from api.serialize import etag, json_response, page, run_data, step_data
 from api.state import AppState
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import parse_uuid
-from core.jsonutil import dumps
+from core.jsonutil import canonical_json
 from core.metrics import RUNS_CREATED
 from core.principal import Principal
 from db.audit import audit_row
@@ -45,6 +45,7 @@ FLOW_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # what flows.registry accepts
 WaitParam = Annotated[float, Query(ge=0, description="Seconds to wait (capped at WAIT_CAP)")]
 RunReader = Annotated[Principal, Requires(Permission.run_read)]
 MOMENT = "An RFC 3339 date-time; without an offset, UTC"
+MAX_STEPS_PAGE = 1000  # a page of a long run's history stays a bounded answer
 
 
 def _run_response(row: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -53,7 +54,10 @@ def _run_response(row: Any, status: int = 200, headers: dict[str, str] | None = 
 
 async def _visible_run(state: AppState, principal: Principal, run_id: str) -> Any:
     parsed = parse_uuid(run_id)
-    row = await state.store.get(parsed) if parsed is not None else None
+    tenant, subject = list_scope(principal)
+    row = None
+    if parsed is not None:
+        row = await state.store.get(parsed, tenant=tenant, principal=subject)
     if row is None or not can_see_run(principal, row):
         raise NotFound(f"run '{run_id}' not found")
     return row
@@ -129,10 +133,12 @@ async def create_run(
 ) -> Response:
     state = app_state(request)
     spec, new = plan_run(state, flow, body, principal)
+    state.admission.check_priority(principal, body.priority)
+    await state.admission.admit(principal.tenant)
     mode = new.mode
     idem = None
     if idempotency_key is not None:
-        digest = hashlib.sha256(dumps(body.model_dump(mode="json"))).hexdigest()
+        digest = hashlib.sha256(canonical_json(body.model_dump(mode="json"))).hexdigest()
         idem = Idempotency(idempotency_key, digest, state.settings.idempotency_ttl)
     wait = min(wait, state.settings.wait_cap)
     # A background run answered at once is a 202 with its Location: its audit entry is known
@@ -151,13 +157,18 @@ async def create_run(
         request.scope.pop(AUDIT_SCOPE_KEY, None)  # written: the middleware must not again
     if created:
         RUNS_CREATED.labels(spec.name).inc()
+        state.admission.admitted(principal.tenant)
         if mode == "inline":
             budget = wait if wait > 0 else state.settings.inline_budget
             wait = budget
-            state.spawn(state.executor.run_inline(row["id"], budget))
+            await state.executor.run_inline(
+                row["id"], budget, tenant=new.tenant, priority=body.priority
+            )
         else:
             try:
-                await state.executor.submit(row["id"], priority=body.priority, queue=spec.queue)
+                await state.executor.submit(
+                    row["id"], priority=body.priority, queue=spec.queue, tenant=new.tenant
+                )
             except BaseException:
                 if ahead:  # the call fails after all: a failed call has no audit entry
                     with contextlib.suppress(Exception):
@@ -269,14 +280,27 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
     "/v1/runs/{run_id}/steps",
     operation_id="listRunSteps",
     response_model=StepPage,
-    responses=errors(404),
-    summary="The run's steps in seq order",
+    responses=errors(404, 422),
+    summary="The run's steps in seq order, a page at a time",
 )
-async def list_steps(run_id: str, request: Request, principal: RunReader) -> Response:
+async def list_steps(
+    run_id: str,
+    request: Request,
+    principal: RunReader,
+    limit: Annotated[int, Query(ge=1, le=MAX_STEPS_PAGE)] = 100,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=10, pattern=r"^[0-9]{1,10}$", description="A page's next_cursor"),
+    ] = None,
+) -> Response:
     state = app_state(request)
     row = await _visible_run(state, principal, run_id)
-    steps = await state.store.steps(row["id"])
-    return json_response(StepPage, page([step_data(s) for s in steps]))
+    after = int(cursor) if cursor is not None else 0
+    steps = await state.store.steps(row["id"], after=after, limit=limit + 1)
+    more = len(steps) > limit
+    steps = steps[:limit]
+    next_cursor = str(steps[-1]["seq"]) if more else None
+    return json_response(StepPage, page([step_data(s) for s in steps], next_cursor))
 
 
 @router.post(
