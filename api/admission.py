@@ -39,7 +39,7 @@ class Admission:
         if priority > self.priority_ceiling and principal.role.rank < Role.operator.rank:
             raise Forbidden(
                 f"priority {priority} is above {self.priority_ceiling}, the highest a consumer "
-                "may set; higher priorities need the operator role"
+                "may set; higher priorities need the operator role or above"
             )
 
     async def admit(self, tenant: str) -> None:

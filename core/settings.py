@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     auto_migrate: bool = True
     worker_name: str | None = None
     concurrency: int = Field(default=8, ge=1, le=1024)
+    # Threads a process may start to replace ones stuck in hung sync nodes; /readyz warns
+    # at four fifths of it and fails at it.
+    max_abandoned_threads: int = Field(default=256, ge=1)
     lease_ttl: float = Field(default=15.0, gt=0)
     sweep_interval: float = Field(default=2.0, gt=0)
     drain_grace: float = Field(default=20.0, ge=0)

@@ -114,3 +114,19 @@ async def test_hung_nodes_do_not_use_up_the_step_threads(db: RunStore) -> None:
         assert await asyncio.wait_for(engine.advance(run_id), 10) is Outcome.finished
         assert (await run_row(db, run_id))["status"] == "succeeded"
     threads.shutdown(wait=False)
+
+
+async def test_a_step_timeout_counts_the_nodes_own_time_not_its_wait_for_a_thread(
+    db: RunStore,
+) -> None:
+    """One thread, two runs of a 0.7 s node with a 1 s step timeout at once: the second
+    waits 0.7 s for the thread, then runs its own 0.7 s, and still succeeds."""
+    settings = settings_for(db, concurrency=2)
+    threads = StepThreads(1)
+    engine = RunEngine(db, REGISTRY, settings, threads=threads)
+    runs = [await create_run(db, "edge-slow", {"seconds": 0.7}) for _ in range(2)]
+    outcomes = await asyncio.gather(*(engine.advance(run_id) for run_id in runs))
+    assert outcomes == [Outcome.finished, Outcome.finished]
+    assert [(await run_row(db, r))["status"] for r in runs] == ["succeeded", "succeeded"]
+    assert threads.abandoned == 0
+    threads.shutdown(wait=False)

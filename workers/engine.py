@@ -100,7 +100,9 @@ class RunEngine:
         self.worker = worker_name or settings.worker_name or default_worker_name()
         self.owner = f"{self.worker}/{uuid.uuid4().hex[:8]}"
         self.changes = changes or ChangeFeed()
-        self.threads = threads or StepThreads(settings.concurrency)
+        self.threads = threads or StepThreads(
+            settings.concurrency, max_abandoned=settings.max_abandoned_threads
+        )
         self.stopping = asyncio.Event()
         self._on_commit = on_commit
         self.active: set[uuid.UUID] = set()  # runs this engine is advancing right now
