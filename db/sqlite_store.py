@@ -52,7 +52,7 @@ UPDATE runs SET lease_owner = :owner, lease_expires_at = :expires,
 WHERE id = :id AND status IN ('queued', 'running')
     AND (lease_owner IS NULL OR lease_expires_at < :now OR lease_owner = :owner)
 RETURNING id, flow, flow_version, graph_hash, status, seq, cursor, state, state_seq, input,
-    deliveries, cancel_requested, deadline_at
+    deliveries, cancel_requested, deadline_at, history_bytes
 """
 
 # -- insert_step: the step a checkpoint commits (only after its fenced UPDATE held)
@@ -68,12 +68,15 @@ RUN_VERSION = "SELECT version, status FROM runs WHERE id = ?"
 
 
 @lru_cache(maxsize=128)
-def checkpoint_sql(keys: tuple[str, ...], renew: bool) -> str:
-    """-- checkpoint: set ``keys`` on the run, renew its lease if asked, reset its delivery
-    count, fenced by (id, seq, lease_owner); returns the pending-cancel flag."""
+def checkpoint_sql(keys: tuple[str, ...], renew: bool, with_step: bool) -> str:
+    """-- checkpoint: set ``keys`` on the run, renew its lease if asked, add the step's bytes
+    to the run's history, reset its delivery count, fenced by (id, seq, lease_owner);
+    returns the pending-cancel flag."""
     sets = [f"{key} = ?" for key in keys]
     if renew:
         sets.append("lease_expires_at = ?")
+    if with_step:
+        sets.append("history_bytes = history_bytes + ?")
     sets += ["deliveries = 0", "version = version + 1"]
     return (
         f"UPDATE runs SET {', '.join(sets)} "
@@ -284,6 +287,7 @@ class SqliteStore(CoreStore):
             bool(raw[11]),
             _read_time(raw[12]),
             raw[13],
+            raw[14],
         )
 
     async def checkpoint(
@@ -297,12 +301,14 @@ class SqliteStore(CoreStore):
     ) -> bool:
         values = {**run_values, "seq": step.seq if step is not None else seq}
         renew = ttl is not None and "lease_expires_at" not in values
-        sql = checkpoint_sql(tuple(values), renew)
+        sql = checkpoint_sql(tuple(values), renew, step is not None)
         params: list[Any] = [
             _ENCODE[key](value) if key in _ENCODE else value for key, value in values.items()
         ]
         if renew:
             params.append(_clock(ttl))  # type: ignore[arg-type]
+        if step is not None:
+            params.append(step.history_bytes)
         params += [run_id.hex, seq, owner]
         step_params = _step_params(run_id, step) if step is not None else None
 

@@ -82,6 +82,7 @@ class Claimed:
     deliveries: int
     cancel_requested: bool
     deadline_at: datetime | None
+    history_bytes: int  # what the run's step rows keep so far (deltas and cursors)
     now: datetime  # the database's clock at the claim
 
 
@@ -96,9 +97,10 @@ class StepRecord:
     finished_at: datetime
     worker: str
     error: dict | None
-    delta: dict | None
+    delta: Any  # a JSON object, or its encoding (orjson.Fragment); None: nothing changed
     cursor: Any = None  # the cursor after the step (None on a run's last or failed step)
     next_node: str | None = None
+    history_bytes: int = 0  # the bytes of delta and cursor, added to the run's total
 
     @property
     def duration_ms(self) -> float:
