@@ -263,3 +263,21 @@ async def test_redis_missing_the_list_an_append_needs_is_seeded_again_from_the_p
     finally:
         await client.delete(key)
         await client.aclose()
+
+
+# --- must hold: linear history ------------------------------------------------------------
+
+
+async def test_history_of_a_long_appending_run_grows_linearly(db) -> None:
+    """10,000 steps appending to ``progress`` (2,000 on PostgreSQL, to stay quick): bytes
+    per step at the end are those at step 100, not a hundred times more."""
+    total = 10_000 if db.dialect == "sqlite" else 2_000
+    run_id = await create_run(db, "long", {"steps": total, "delay": 0})
+    assert await advance_once(db, run_id, settings_for(db)) is Outcome.finished
+    run = await run_row(db, run_id)
+    assert run["status"] == "succeeded" and run["seq"] == total + 1
+    assert len(run["state"]["progress"]) == total
+    early = await history_of(db, run_id, 101, 200) / 100
+    late = await history_of(db, run_id, total - 99, total) / 100
+    assert late / early < 1.5, (early, late)
+    assert run["history_bytes"] < 400 * total  # all told, a few hundred bytes a step
