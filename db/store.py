@@ -282,6 +282,23 @@ class RunStore(ABC):
     @abstractmethod
     async def unlock(self, name: str, owner: str) -> None: ...
 
+    # --- retention ------------------------------------------------------------------------
+
+    @abstractmethod
+    async def expired_runs(self, older_than: float, limit: int) -> list[tuple[uuid.UUID, int]]:
+        """(id, seq) of up to ``limit`` finished runs that ended more than ``older_than``
+        seconds ago by the database's clock, those that ended first first."""
+
+    @abstractmethod
+    async def purge_runs(self, run_ids: Collection[uuid.UUID], older_than: float) -> int:
+        """In one transaction, delete those of ``run_ids`` that are still finished and that
+        old, with their steps and idempotency keys (audit entries stay); return how many."""
+
+    @abstractmethod
+    async def purge_steps(self, run_id: uuid.UUID, up_to_seq: int, older_than: float) -> int:
+        """Delete the steps up to ``up_to_seq`` of a run that is finished and that old: a
+        long run's steps go a few thousand per transaction before the run itself."""
+
     # --- flows and upkeep -----------------------------------------------------------------
 
     @abstractmethod
