@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     retention_days: float = Field(default=0.0, ge=0)
     retention_interval: float = Field(default=60.0, gt=0)  # seconds between retention passes
     retention_batch: int = Field(default=500, ge=1)  # runs deleted per transaction, at most
-    retention_batch_steps: int = Field(default=5000, ge=1)  # step rows per transaction, at most
+    retention_batch_steps: int = Field(default=2000, ge=1)  # step rows per transaction, about
 
     # Distributed execution (EXECUTOR=celery): see workers/celery_app.py.
     broker_url: str | None = None  # default: REDIS_URL
