@@ -30,3 +30,6 @@ SUPERVISOR_FAILURES = Counter(
 CHANGE_WAITERS = Gauge(
     "pocketrun_change_waiters", "Runs with a long poll waiting on a change in this process"
 )
+RUNS_DELETED = Counter(
+    "pocketrun_runs_deleted_total", "Finished runs deleted after RETENTION_DAYS (retention)"
+)

@@ -69,6 +69,15 @@ class Settings(BaseSettings):
     tenant_max_unfinished: int = Field(default=1000, ge=1)
     priority_ceiling: int = Field(default=4, ge=0, le=9)
     max_deliveries: int = Field(default=20, ge=1)
+    # Bounded history (issue 8): a run's step rows may keep this many bytes of deltas and
+    # cursors; past it the run fails ``history_too_large``.
+    max_history_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Finished runs, their steps and idempotency keys are deleted this many days after they
+    # finished (fractions allowed); 0 keeps them forever. The audit log is never deleted.
+    retention_days: float = Field(default=0.0, ge=0)
+    retention_interval: float = Field(default=60.0, gt=0)  # seconds between retention passes
+    retention_batch: int = Field(default=500, ge=1)  # runs deleted per transaction, at most
+    retention_batch_steps: int = Field(default=2000, ge=1)  # step rows per transaction, about
 
     # Distributed execution (EXECUTOR=celery): see workers/celery_app.py.
     broker_url: str | None = None  # default: REDIS_URL

@@ -27,6 +27,7 @@ from db.database import Database
 from db.models import flow_slots, flows, idempotency_keys, locks, runs, steps, workers
 from db.store import (
     CLAIMABLE,
+    TERMINAL,
     Dispatch,
     ExtraRows,
     Idempotency,
@@ -589,6 +590,54 @@ class CoreStore(RunStore):
     async def unlock(self, name: str, owner: str) -> None:
         async with self.sa.write() as conn:
             await conn.execute(delete(locks).where(locks.c.name == name, locks.c.owner == owner))
+
+    # --- retention ------------------------------------------------------------------------
+
+    def _expired(self, older_than: float) -> ColumnElement:
+        return and_(
+            runs.c.status.in_(TERMINAL),
+            runs.c.finished_at.is_not(None),
+            runs.c.finished_at < self._later(-older_than),
+        )
+
+    async def expired_runs(self, older_than: float, limit: int) -> list[tuple[uuid.UUID, int]]:
+        query = (
+            select(runs.c.id, runs.c.seq)
+            .where(self._expired(older_than))
+            .order_by(runs.c.finished_at)
+            .limit(limit)
+        )
+        async with self.sa.read() as conn:
+            return [(row.id, row.seq) for row in await conn.execute(query)]
+
+    async def purge_runs(self, run_ids: Collection[uuid.UUID], older_than: float) -> int:
+        # the runs are locked first (skipping any a retry holds right now), so none is
+        # carried on again between the delete of its steps and its own
+        pick = self._for_update(
+            select(runs.c.id).where(runs.c.id.in_(list(run_ids)), self._expired(older_than))
+        )
+        async with self.sa.write() as conn:
+            doomed = list((await conn.execute(pick)).scalars())
+            if not doomed:
+                return 0
+            await conn.execute(delete(steps).where(steps.c.run_id.in_(doomed)))
+            await conn.execute(
+                delete(idempotency_keys).where(idempotency_keys.c.run_id.in_(doomed))
+            )
+            await conn.execute(delete(runs).where(runs.c.id.in_(doomed)))
+        return len(doomed)
+
+    async def purge_steps(self, run_id: uuid.UUID, up_to_seq: int, older_than: float) -> int:
+        pick = self._for_update(
+            select(runs.c.id).where(runs.c.id == run_id, self._expired(older_than))
+        )
+        async with self.sa.write() as conn:
+            if (await conn.execute(pick)).first() is None:
+                return 0
+            result = await conn.execute(
+                delete(steps).where(steps.c.run_id == run_id, steps.c.seq <= up_to_seq)
+            )
+        return result.rowcount
 
     # --- flows and upkeep -----------------------------------------------------------------
 

@@ -6,7 +6,17 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, MetaData, String, Uuid, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Uuid,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from db.types import JSONType, UTCDateTime
@@ -210,3 +220,18 @@ class Lock(Base):
 flow_slots = FlowSlot.__table__
 workers = WorkerRecord.__table__
 locks = Lock.__table__
+
+
+# --- bounded history (migration 0006) -----------------------------------------------------
+
+# The bytes the run's step rows keep (deltas and cursors), added by each checkpoint and
+# read back at the claim: MAX_HISTORY_BYTES caps it.
+Run.history_bytes = mapped_column(BigInteger, default=0, server_default=text("0"))
+# Retention finds finished runs by when they finished, and their idempotency keys by run.
+Index(
+    "ix_runs_finished_at",
+    runs.c.finished_at,
+    postgresql_where=text("finished_at IS NOT NULL"),
+    sqlite_where=text("finished_at IS NOT NULL"),
+)
+Index("ix_idempotency_keys_run_id", idempotency_keys.c.run_id)

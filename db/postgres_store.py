@@ -53,7 +53,7 @@ UPDATE runs SET lease_owner = $2, lease_expires_at = now() + make_interval(secs 
 WHERE id = $1 AND status IN ('queued', 'running')
     AND (lease_owner IS NULL OR lease_expires_at < now() OR lease_owner = $2)
 RETURNING id, flow, flow_version, graph_hash, status, seq, cursor, state, state_seq, input,
-    deliveries, cancel_requested, deadline_at, now()
+    deliveries, cancel_requested, deadline_at, history_bytes, now()
 """
 
 # -- get_run / run_version: point reads by id
@@ -71,14 +71,18 @@ STEP_CASTS = [re.sub(r"\(\d+\)", "", c.type.compile(dialect=postgresql.dialect()
 @lru_cache(maxsize=128)
 def checkpoint_sql(keys: tuple[str, ...], renew: bool, with_step: bool) -> str:
     """-- checkpoint: set ``keys`` on the run, renew its lease if asked, reset its delivery
-    count, fenced by (id, seq, lease_owner), and insert the step only if the fence held;
-    returns the pending-cancel flag, no row when the fence failed.
+    count, fenced by (id, seq, lease_owner), and insert the step only if the fence held,
+    adding its bytes to the run's history; returns the pending-cancel flag, no row when the
+    fence failed.
     Parameters: $1 id, $2 fence seq, $3 owner, then ``keys``, then the lease TTL (if
-    renewing), then the step's columns."""
+    renewing), then the step's history bytes and columns."""
     sets = [f"{key} = ${4 + i}" for i, key in enumerate(keys)]
     n = 4 + len(keys)
     if renew:
         sets.append(f"lease_expires_at = now() + make_interval(secs => ${n})")
+        n += 1
+    if with_step:
+        sets.append(f"history_bytes = history_bytes + ${n}::bigint")
         n += 1
     sets += ["deliveries = 0", "version = version + 1"]
     update = (
@@ -227,6 +231,7 @@ class PostgresStore(CoreStore):
             args.append(float(ttl))  # type: ignore[arg-type]
         if step is not None:
             args += [
+                step.history_bytes,
                 run_id,
                 step.seq,
                 step.node,

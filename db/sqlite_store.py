@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -31,7 +31,7 @@ from sqlalchemy.sql import ColumnElement
 from db.core_store import RUN_COLUMN_NAMES, CoreStore
 from db.database import Database
 from db.sqlite_writer import SqliteWriter, connect
-from db.store import Claimed, LeaseLost, NewRun, StepRecord
+from db.store import TERMINAL, Claimed, LeaseLost, NewRun, StepRecord
 from db.types import utcnow
 
 # --- the SQL ---------------------------------------------------------------------------------
@@ -52,7 +52,7 @@ UPDATE runs SET lease_owner = :owner, lease_expires_at = :expires,
 WHERE id = :id AND status IN ('queued', 'running')
     AND (lease_owner IS NULL OR lease_expires_at < :now OR lease_owner = :owner)
 RETURNING id, flow, flow_version, graph_hash, status, seq, cursor, state, state_seq, input,
-    deliveries, cancel_requested, deadline_at
+    deliveries, cancel_requested, deadline_at, history_bytes
 """
 
 # -- insert_step: the step a checkpoint commits (only after its fenced UPDATE held)
@@ -60,6 +60,23 @@ INSERT_STEP = """
 INSERT INTO steps (run_id, seq, node, status, attempts, action, started_at, finished_at,
     duration_ms, worker, error, delta, cursor, next_node)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+# -- purge_runs: which of the runs (a JSON array of ids) are finished and ended before the
+# cutoff; then their steps, idempotency keys and the runs themselves go
+_FINISHED = f"status IN ({', '.join(repr(s) for s in TERMINAL)}) AND finished_at IS NOT NULL"
+EXPIRED_AMONG = f"""
+SELECT id FROM runs WHERE id IN (SELECT value FROM json_each(?)) AND {_FINISHED}
+    AND finished_at < ?
+"""
+DELETE_STEPS_OF = "DELETE FROM steps WHERE run_id IN (SELECT value FROM json_each(?))"
+DELETE_KEYS_OF = "DELETE FROM idempotency_keys WHERE run_id IN (SELECT value FROM json_each(?))"
+DELETE_RUNS = "DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))"
+
+# -- purge_steps: a finished run's steps up to a seq, if it ended before the cutoff
+DELETE_STEPS_UP_TO = f"""
+DELETE FROM steps WHERE run_id = ? AND seq <= ?
+    AND EXISTS (SELECT 1 FROM runs WHERE id = ? AND {_FINISHED} AND finished_at < ?)
 """
 
 # -- get_run / run_version: point reads by id
@@ -71,12 +88,15 @@ RUN_VERSION = "SELECT version, status FROM runs WHERE id = ?"
 
 
 @lru_cache(maxsize=128)
-def checkpoint_sql(keys: tuple[str, ...], renew: bool) -> str:
-    """-- checkpoint: set ``keys`` on the run, renew its lease if asked, reset its delivery
-    count, fenced by (id, seq, lease_owner); returns the pending-cancel flag."""
+def checkpoint_sql(keys: tuple[str, ...], renew: bool, with_step: bool) -> str:
+    """-- checkpoint: set ``keys`` on the run, renew its lease if asked, add the step's bytes
+    to the run's history, reset its delivery count, fenced by (id, seq, lease_owner);
+    returns the pending-cancel flag."""
     sets = [f"{key} = ?" for key in keys]
     if renew:
         sets.append("lease_expires_at = ?")
+    if with_step:
+        sets.append("history_bytes = history_bytes + ?")
     sets += ["deliveries = 0", "version = version + 1"]
     return (
         f"UPDATE runs SET {', '.join(sets)} "
@@ -289,6 +309,7 @@ class SqliteStore(CoreStore):
             bool(raw[11]),
             _read_time(raw[12]),
             raw[13],
+            raw[14],
         )
 
     async def checkpoint(
@@ -302,12 +323,14 @@ class SqliteStore(CoreStore):
     ) -> bool:
         values = {**run_values, "seq": step.seq if step is not None else seq}
         renew = ttl is not None and "lease_expires_at" not in values
-        sql = checkpoint_sql(tuple(values), renew)
+        sql = checkpoint_sql(tuple(values), renew, step is not None)
         params: list[Any] = [
             _ENCODE[key](value) if key in _ENCODE else value for key, value in values.items()
         ]
         if renew:
             params.append(_clock(ttl))  # type: ignore[arg-type]
+        if step is not None:
+            params.append(step.history_bytes)
         params += [run_id.hex, seq, owner]
         step_params = _step_params(run_id, step) if step is not None else None
 
@@ -320,6 +343,27 @@ class SqliteStore(CoreStore):
             return bool(row[0])
 
         return await self.writer.run(commit)
+
+    # --- retention: through the one writer, in transactions the caller keeps small -------
+
+    async def purge_runs(self, run_ids: Collection[uuid.UUID], older_than: float) -> int:
+        ids = orjson.dumps([run_id.hex for run_id in run_ids]).decode()
+        cutoff = _clock(-older_than)
+
+        def purge(conn: sqlite3.Connection) -> int:
+            doomed = [row[0] for row in conn.execute(EXPIRED_AMONG, (ids, cutoff))]
+            if doomed:
+                chosen = orjson.dumps(doomed).decode()
+                conn.execute(DELETE_STEPS_OF, (chosen,))
+                conn.execute(DELETE_KEYS_OF, (chosen,))
+                conn.execute(DELETE_RUNS, (chosen,))
+            return len(doomed)
+
+        return await self.writer.run(purge)
+
+    async def purge_steps(self, run_id: uuid.UUID, up_to_seq: int, older_than: float) -> int:
+        params = (run_id.hex, up_to_seq, run_id.hex, _clock(-older_than))
+        return await self.writer.run(lambda conn: conn.execute(DELETE_STEPS_UP_TO, params).rowcount)
 
     # --- upkeep ---------------------------------------------------------------------------
 

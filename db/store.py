@@ -82,6 +82,7 @@ class Claimed:
     deliveries: int
     cancel_requested: bool
     deadline_at: datetime | None
+    history_bytes: int  # what the run's step rows keep so far (deltas and cursors)
     now: datetime  # the database's clock at the claim
 
 
@@ -96,9 +97,10 @@ class StepRecord:
     finished_at: datetime
     worker: str
     error: dict | None
-    delta: dict | None
+    delta: Any  # a JSON object, or its encoding (orjson.Fragment); None: nothing changed
     cursor: Any = None  # the cursor after the step (None on a run's last or failed step)
     next_node: str | None = None
+    history_bytes: int = 0  # the bytes of delta and cursor, added to the run's total
 
     @property
     def duration_ms(self) -> float:
@@ -291,6 +293,23 @@ class RunStore(ABC):
 
     @abstractmethod
     async def unlock(self, name: str, owner: str) -> None: ...
+
+    # --- retention ------------------------------------------------------------------------
+
+    @abstractmethod
+    async def expired_runs(self, older_than: float, limit: int) -> list[tuple[uuid.UUID, int]]:
+        """(id, seq) of up to ``limit`` finished runs that ended more than ``older_than``
+        seconds ago by the database's clock, those that ended first first."""
+
+    @abstractmethod
+    async def purge_runs(self, run_ids: Collection[uuid.UUID], older_than: float) -> int:
+        """In one transaction, delete those of ``run_ids`` that are still finished and that
+        old, with their steps and idempotency keys (audit entries stay); return how many."""
+
+    @abstractmethod
+    async def purge_steps(self, run_id: uuid.UUID, up_to_seq: int, older_than: float) -> int:
+        """Delete the steps up to ``up_to_seq`` of a run that is finished and that old: a
+        long run's steps go a few thousand per transaction before the run itself."""
 
     # --- flows and upkeep -----------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from db.store import Claimed, LeaseLost, RunStore, StepRecord
 from flows.compiler import first_leaf
 from flows.registry import FlowSpec, Registry
 from workers.cursor import Cursor
+from workers.history import History, encoded
 from workers.runner import Limits, StepError, StepResult, StepRunner
 from workers.store import SharedStore, StoreError
 from workers.threads import StepThreads
@@ -187,6 +188,7 @@ class RunEngine:
         loop = asyncio.get_running_loop()
         until = loop.time() + budget if budget is not None else None
         step_seconds = STEP_SECONDS.labels(claimed.flow)
+        history = History(claimed.history_bytes, self.settings.max_history_bytes)
         first = True  # a budget pauses only after a step: every advance makes progress
         while True:
             if self.stopping.is_set() or (not first and until is not None and loop.time() >= until):
@@ -231,7 +233,15 @@ class RunEngine:
                 error = StepError(exc.type, exc.message, result.node or "")
                 return await self._fail_step(claimed, seq, result, error, now)
             done = result.cursor.done
+            # encoded once here: the bytes are counted and the stores write them as they are
+            step_delta, delta_bytes = encoded(delta.to_json())
+            step_cursor, cursor_bytes = encoded(None if done else result.cursor.to_json())
+            step_bytes = delta_bytes + cursor_bytes
             if result.node is not None:
+                if not history.fits(step_bytes):
+                    message = history.overflow_message(result.node, step_bytes)
+                    error = StepError("history_too_large", message, result.node)
+                    return await self._fail_step(claimed, seq, result, error, now)
                 new_seq = seq + 1
                 step = StepRecord(
                     new_seq,
@@ -243,7 +253,8 @@ class RunEngine:
                     result.finished_at,
                     self.worker,
                     None,
-                    delta.to_json(),
+                    step_delta,
+                    history_bytes=step_bytes,
                 )
             else:
                 new_seq, step = seq, None
@@ -253,17 +264,19 @@ class RunEngine:
                 values = self._final(spec, store, new_seq, "succeeded", now())
             else:
                 values = {
-                    "cursor": result.cursor.to_json(),
+                    "cursor": step_cursor,
                     "current_node": first_leaf(graph, result.cursor.next),
                 }
                 if step is not None:
-                    step.cursor, step.next_node = values["cursor"], values["current_node"]
+                    step.cursor, step.next_node = step_cursor, values["current_node"]
                 if step is None or new_seq % self.settings.snapshot_every == 0:
                     values.update(state=store.snapshot(), state_seq=new_seq)
             cancel = await self.store.checkpoint(run_id, self.owner, seq, lease.due(), step, values)
             if self.store_sync is not None:
                 await self.store_sync.committed(run_id, seq, new_seq, delta, store, done)
             step_seconds.observe(loop.time() - began)
+            if step is not None:
+                history.add(step_bytes)
             seq = new_seq
             cursor = result.cursor
             self._published(run_id)

@@ -32,18 +32,39 @@ CHANGES_CHANNEL = "pocketrun:changes"
 SEQ = b"#seq"
 PREFIX = b"k:"
 
-# KEYS[1] hash; ARGV: expected seq, new seq, ttl ms, number of sets, the message to publish
-# on CHANGES_CHANNEL once applied (the run id; '' for none), then key/value pairs, then
-# deleted keys. 1 applied, 0 missing (Redis lost it), -1 another seq (stale). Announcing the
-# change from the script saves each step a round trip of its own.
+# KEYS[1] hash; ARGV: expected seq, new seq, ttl ms, number of sets, number of appends, the
+# message to publish on CHANGES_CHANNEL once applied (the run id; '' for none), then
+# key/value pairs to set, then key/items pairs to append (``items`` a JSON array appended to
+# the JSON array at that key), then deleted keys. 1 applied, 0 missing (Redis lost it; a
+# hash without a list an append needs counts as lost and is dropped, to be seeded again),
+# -1 another seq (stale). Announcing the change from the script saves each step a round
+# trip of its own.
 APPLY = """
 local cur = redis.call('HGET', KEYS[1], '#seq')
 if not cur then return 0 end
 if cur ~= ARGV[1] then return -1 end
-local n = tonumber(ARGV[4])
-local i = 6
-for _ = 1, n do
+local sets = tonumber(ARGV[4])
+local adds = tonumber(ARGV[5])
+local first_add = 7 + 2 * sets
+local lists = {}
+for j = 0, adds - 1 do
+  local old = redis.call('HGET', KEYS[1], 'k:' .. ARGV[first_add + 2 * j])
+  if not old or string.sub(old, 1, 1) ~= '[' then
+    redis.call('DEL', KEYS[1])
+    return 0
+  end
+  lists[j] = old
+end
+local i = 7
+for _ = 1, sets do
   redis.call('HSET', KEYS[1], 'k:' .. ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+for j = 0, adds - 1 do
+  local old, items = lists[j], ARGV[i + 1]
+  local new = items
+  if old ~= '[]' then new = string.sub(old, 1, -2) .. ',' .. string.sub(items, 2) end
+  redis.call('HSET', KEYS[1], 'k:' .. ARGV[i], new)
   i = i + 2
 end
 while i <= #ARGV do
@@ -52,7 +73,7 @@ while i <= #ARGV do
 end
 redis.call('HSET', KEYS[1], '#seq', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-if ARGV[5] ~= '' then redis.call('PUBLISH', 'pocketrun:changes', ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('PUBLISH', 'pocketrun:changes', ARGV[6]) end
 return 1
 """
 
@@ -163,9 +184,18 @@ class RedisStore:
         process took the run over and reseeded it) changes nothing."""
         if not self.available:
             return
-        args: list[Any] = [old_seq, new_seq, self._ttl_ms(done), len(delta.set), str(run_id)]
+        args: list[Any] = [
+            old_seq,
+            new_seq,
+            self._ttl_ms(done),
+            len(delta.set),
+            len(delta.add),
+            str(run_id),
+        ]
         for k, v in delta.set.items():
             args += [k, v]
+        for k, items in delta.add.items():
+            args += [k, items]
         args += delta.deleted
         # the store the database just confirmed, for a reseed; the engine's copy moves on
         values = None if done else dict(_raw(store))

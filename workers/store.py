@@ -3,6 +3,11 @@
 Each step works on a private copy; after it, the copy is diffed against the committed
 JSON to get the step's delta. A step whose thread was abandoned keeps writing to its
 own copy, which is simply dropped.
+
+A delta is ``{"set": {key: value}, "add": {key: [items]}, "del": [key]}``: ``add`` holds
+the items a step appended to a list (so a list that grows by one item a step costs one
+item a step, not the whole list again); it is left out when empty, and deltas written
+before it existed (``set`` and ``del`` only) replay unchanged.
 """
 
 from __future__ import annotations
@@ -25,15 +30,49 @@ class StoreError(Exception):
 @dataclass(slots=True)
 class Delta:
     set: dict[str, bytes] = field(default_factory=dict)
+    add: dict[str, bytes] = field(default_factory=dict)  # key -> JSON array of appended items
     deleted: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.set or self.deleted)
+        return bool(self.set or self.add or self.deleted)
 
     def to_json(self) -> dict[str, Any] | None:
         if not self:
             return None
-        return {"set": {k: orjson.Fragment(v) for k, v in self.set.items()}, "del": self.deleted}
+        out: dict[str, Any] = {"set": {k: orjson.Fragment(v) for k, v in self.set.items()}}
+        if self.add:
+            out["add"] = {k: orjson.Fragment(v) for k, v in self.add.items()}
+        out["del"] = self.deleted
+        return out
+
+
+def appended(old: bytes | None, new: bytes) -> bytes | None:
+    """The JSON array of the items ``new`` appends to the list ``old``, or None if ``new``
+    is not ``old`` with items appended.
+
+    Both are orjson's compact encoding, so a list ``[a,b]`` grown to ``[a,b,c]`` is the
+    same bytes up to the old closing bracket, then a comma: the old items are complete JSON
+    values there (a number, string, array or object can't run on past a comma at depth 1).
+    """
+    if old is None or len(new) <= len(old) or not old.startswith(b"["):
+        return None
+    if old == b"[]":
+        return new if new.startswith(b"[") else None
+    head = len(old) - 1  # old without its closing bracket
+    if new[head] != 0x2C or not new.startswith(old[:head]):  # 0x2C: ","
+        return None
+    return b"[" + new[head + 1 :]
+
+
+def extend(old: bytes, items: bytes) -> bytes:
+    """The list ``old`` with the JSON array ``items`` appended, as orjson would encode it."""
+    if items == b"[]":
+        return old
+    if old == b"[]":
+        return items
+    if not old.startswith(b"[") or not items.startswith(b"["):
+        raise ValueError("an 'add' delta applies to lists only")
+    return old[:-1] + b"," + items[1:]
 
 
 class SharedStore:
@@ -74,8 +113,13 @@ class SharedStore:
                     f"JSON ({type(value).__name__}): {exc}",
                 ) from None
             size += len(raw)
-            if self._bytes.get(key) != raw:
-                delta.set[key] = raw
+            old = self._bytes.get(key)
+            if old != raw:
+                items = appended(old, raw)
+                if items is None:
+                    delta.set[key] = raw
+                else:
+                    delta.add[key] = items
         delta.deleted = [key for key in self._bytes if key not in working]
         if size > self.max_bytes:
             raise StoreError(
@@ -87,6 +131,8 @@ class SharedStore:
 
     def apply(self, delta: Delta) -> None:
         self._bytes.update(delta.set)
+        for key, items in delta.add.items():
+            self._bytes[key] = extend(self._bytes[key], items)
         for key in delta.deleted:
             self._bytes.pop(key, None)
 
@@ -96,6 +142,8 @@ class SharedStore:
             return
         for key, value in delta.get("set", {}).items():
             self._bytes[key] = strict_dumps(value)
+        for key, items in delta.get("add", {}).items():
+            self._bytes[key] = extend(self._bytes[key], strict_dumps(items))
         for key in delta.get("del", []):
             self._bytes.pop(key, None)
 

@@ -4,6 +4,10 @@ Both executors and the Celery worker processes use it; it is the only thing that
 what a process holds, and only for the runs it is advancing right now. Every duty is timed
 by the database's clock (the store's SQL), never this process's own.
 
+A process that sweeps also runs retention (``workers.retention``) when ``RETENTION_DAYS``
+is set: every ``RETENTION_INTERVAL`` seconds, as a task of its own so that a long pass never
+delays a renewal, under a named lock so that one process at a time deletes.
+
 It is watched: if it dies, or cannot renew for longer than the lease TTL (its leases are
 gone by then and another process may carry its runs on), it stops its process rather than
 letting it run unleased.
@@ -26,6 +30,7 @@ import structlog
 from core.metrics import SUPERVISOR_FAILURES
 from core.settings import Settings
 from db.store import RunStore
+from workers.retention import RETENTION_LOCK, Retention
 
 log = structlog.get_logger("pocketrun.supervisor")
 
@@ -75,6 +80,8 @@ class Supervisor:
         self._renewed_at = time.monotonic()
         self._next_sweep = 0.0
         self._next_prune = 0.0
+        self._next_retention = 0.0
+        self._retention: asyncio.Task | None = None
         self._swept_once = False
         self._task: asyncio.Task | None = None
         self._stopping = False
@@ -109,6 +116,12 @@ class Supervisor:
         if self.sweep is not None and now >= self._next_sweep:
             self._next_sweep = now + self.settings.sweep_interval
             await self._duty("sweep", self._sweep())
+        if self._retains and now >= self._next_retention:
+            self._next_retention = now + self.settings.retention_interval
+            if self._retention is None or self._retention.done():
+                self._retention = asyncio.get_running_loop().create_task(
+                    self._duty("retention", self._retain()), name="pocketrun-retention"
+                )
         if self.registration is not None and now >= self._next_prune:
             self._next_prune = now + PRUNE_EVERY
             await self._duty("prune", self.store.prune_workers())
@@ -145,24 +158,41 @@ class Supervisor:
             await self.store.release_slot(flow, run_id, self.owner)
             self.pending_releases.discard((flow, run_id))
 
+    @property
+    def _retains(self) -> bool:
+        return self.sweep is not None and self.settings.retention_days > 0
+
+    @property
+    def _lock_owner(self) -> str:
+        return self.registration.worker_id if self.registration else self.owner
+
+    async def _retain(self) -> None:
+        async def still_ours() -> bool:
+            return await self.store.try_lock(RETENTION_LOCK, self._lock_owner, self.lock_ttl)
+
+        if await still_ours():
+            await Retention(self.store, self.settings, still_ours=still_ours).run_once()
+
     async def _sweep(self) -> None:
         if self.sweep is None:
             return
-        lock_owner = self.registration.worker_id if self.registration else self.owner
-        if await self.store.try_lock(SWEEPER_LOCK, lock_owner, self.lock_ttl):
+        if await self.store.try_lock(SWEEPER_LOCK, self._lock_owner, self.lock_ttl):
             first = not self._swept_once
             self._swept_once = True
             await self.sweep(first)
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-        lock_owner = self.registration.worker_id if self.registration else self.owner
+        for task in (self._task, self._retention):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        lock_owner = self._lock_owner
         with contextlib.suppress(Exception):
             if self.sweep is not None:
                 await self.store.unlock(SWEEPER_LOCK, lock_owner)
+            if self._retains:
+                await self.store.unlock(RETENTION_LOCK, lock_owner)
             if self.registration is not None:
                 await self.store.forget_worker(self.registration.worker_id)
