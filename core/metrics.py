@@ -30,3 +30,10 @@ SUPERVISOR_FAILURES = Counter(
 CHANGE_WAITERS = Gauge(
     "pocketrun_change_waiters", "Runs with a long poll waiting on a change in this process"
 )
+KEY_LOOKUPS = Counter(
+    "pocketrun_auth_key_lookups_total", "API keys looked up in the database (cache misses)"
+)
+DENIALS_UNAUDITED = Counter(
+    "pocketrun_audit_denials_dropped_total",
+    "Refused calls (401, 403) not written to the audit log: over its per-process budget",
+)

@@ -13,7 +13,14 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from api.auditing import audit_record
-from api.authz import AUDIT_SCOPE_KEY, Permission, Requires, can_see_run, list_scope
+from api.authz import (
+    AUDIT_SCOPE_KEY,
+    Permission,
+    Requires,
+    allowed,
+    can_see_run,
+    list_scope,
+)
 from api.deps import app_state
 from api.openapi import ETAG, LOCATION, REPLAYED, errors
 from api.pagination import CURSOR_PATTERN, parse_cursor
@@ -276,7 +283,8 @@ async def list_steps(run_id: str, request: Request, principal: RunReader) -> Res
     state = app_state(request)
     row = await _visible_run(state, principal, run_id)
     steps = await state.store.steps(row["id"])
-    return json_response(StepPage, page([step_data(s) for s in steps]))
+    internals = allowed(principal, Permission.flow_internals)
+    return json_response(StepPage, page([step_data(s, internals=internals) for s in steps]))
 
 
 @router.post(
