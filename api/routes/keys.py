@@ -104,18 +104,6 @@ async def create_key(
         expires = utcnow() + timedelta(seconds=body.expires_in)
     if expires is not None and expires.tzinfo is None:
         raise InvalidInput("expires_at needs a timezone")
-    if expires is not None and expires <= utcnow():
-        raise InvalidInput(
-            "expires_at is not in the future",
-            errors=[
-                {
-                    "loc": ["body", "expires_at"],
-                    "path": "body.expires_at",
-                    "msg": "a key must expire in the future",
-                    "type": "datetime_future",
-                }
-            ],
-        )
     security = security_state(request)
     row, key = await security.keys.create(
         NewKey(
