@@ -14,12 +14,15 @@ import asyncpg
 from sqlalchemy import exc as sa
 
 # The server is down, restarting, refusing or out of connections.
-_ASYNCPG = (
+_UNREACHABLE = (
+    OSError,  # refused, reset, unreachable, timed out (TimeoutError is one)
     asyncpg.PostgresConnectionError,  # class 08: connection exceptions
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
+    sa.DisconnectionError,
+    sa.TimeoutError,  # no pooled connection came free in time
 )
 # SQLite's: another writer held the lock past the busy timeout, or the file is gone.
 _SQLITE_MESSAGES = ("database is locked", "database is busy", "unable to open database file")
@@ -41,8 +44,8 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _is_outage(exc: BaseException) -> bool:
-    if isinstance(exc, OSError | _ASYNCPG | sa.DisconnectionError | sa.TimeoutError):
-        return True  # OSError: refused, reset, unreachable, timed out (TimeoutError too)
+    if isinstance(exc, _UNREACHABLE):
+        return True
     if isinstance(exc, sa.DBAPIError) and exc.connection_invalidated:
         return True
     if isinstance(exc, asyncpg.InterfaceError):
