@@ -108,7 +108,7 @@ CASES: list[Case] = [
         "int past 64 bits", b'{"metadata": {"k": 36893488147419103232}}', 422, "body.metadata.k"
     ),
     post_run("too deep", {"metadata": {"k": json.loads("[" * 150 + "]" * 150)}}, 422),
-    post_run("deeper than the parser", b"[" * 1500 + b"]" * 1500, (400, 422)),
+    post_run("deeper than the parser", b"[" * 1500 + b"]" * 1500, 422),
     post_run("invalid utf-8", b'{"input": {"name": "\xff\xfe"}}', 422, "body"),
     Case(
         "not json content type",

@@ -119,6 +119,9 @@ CASES: list[Case] = [
         JSON,
     ),
     Case("cancel body not utf-8", "POST", f"/v1/runs/{RUN}/cancel", 422, b'"\xff"', JSON),
+    key(b"\xff\xfe{\x00}\x00", name="key body in UTF-16"),
+    key(b"[" * 1500 + b"]" * 1500, name="key body deeper than the parser"),
+    key(b'{"name": "k", "role": "consumer"}'.decode().encode("utf-32"), name="key body in UTF-32"),
     # --- the calendar's edges
     expiring("0001-01-01T00:00:00+01:00"),
     expiring("9999-12-31T23:59:59-23:59"),
