@@ -408,7 +408,7 @@ async def current_principal(request: Request) -> Principal:
         exc = unauthorized("credentials are required: Authorization: Bearer <key or JWT>", "")
         deny(scope, exc.detail)
         raise exc
-    if security.authenticator.needs_lookup(token):
+    if security.limiter is not None and security.authenticator.needs_lookup(token):
         # A client over its failed-call budget is refused before its key costs a query.
         await security.check_anonymous(request)
     try:

@@ -20,6 +20,7 @@ import httpx
 import jwt
 import pytest
 
+from core.text import unstorable, unstorable_bytes
 from tests.support import Server
 
 PROBLEM = "application/problem+json"
@@ -217,3 +218,12 @@ def test_a_token_with_usable_claims_still_works(server: Server) -> None:
         assert client.get("/v1/runs", headers=plain).status_code == 200
         accented = {"Authorization": f"Bearer {token(sub='zoë')}"}
         assert client.get("/v1/runs", headers=accented).status_code == 200
+
+
+def test_the_one_predicate() -> None:
+    assert unstorable("plain") is None and unstorable("zoë ✓ 🙂") is None
+    assert unstorable("a\x00") and unstorable("\ud800") and unstorable("x\udfffy")
+    assert unstorable_bytes(b"a%20b") is None and unstorable_bytes(b"%C3%A9") is None
+    for raw in (b"%00", b"%ED%A0%80", b"%FF", b"%C3%28", b"\xff", b"a\x00"):
+        assert unstorable_bytes(raw), raw
+    assert unstorable_bytes(b"a+b", plus_is_space=True) is None
