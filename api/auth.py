@@ -19,10 +19,13 @@ import jwt
 import structlog
 from fastapi import Request
 
+from api.auditing import Denial
 from core.errors import Unauthorized, Unavailable
+from core.metrics import KEY_LOOKUPS
 from core.principal import ALL_TENANTS, Principal, Role
 from core.settings import Settings
-from db.keys import KeyRepository, hash_key, looks_like_key
+from core.text import unstorable
+from db.keys import KeyRepository, hash_key, key_prefix, looks_like_key
 
 log = structlog.get_logger("pocketrun.auth")
 
@@ -55,23 +58,46 @@ class KeyAuthenticator:
     """Key -> principal with one indexed query by hash, cached in-process for ``ttl`` seconds.
 
     A revocation through this process's API takes effect at once; one made elsewhere (the
-    CLI, another API process) within ``ttl`` seconds. Unknown keys are never cached.
+    CLI, another API process) within ``ttl`` seconds. An unknown key is remembered as
+    unknown for ``ttl`` seconds too, so repeating it costs no query; a key created through
+    this process is forgotten from that list at once, and a key minted anywhere else has
+    never been presented before, so a new key still works at once.
     """
 
     def __init__(self, keys: KeyRepository, ttl: float) -> None:
         self.keys = keys
         self.ttl = ttl
         self._cache: dict[str, _Cached] = {}
+        self._unknown: dict[str, float] = {}  # digest -> when it was found unknown
+
+    def cached(self, token: str) -> bool:
+        """Whether authenticating ``token`` now would answer without a database query."""
+        digest = hash_key(token)
+        now = time.monotonic()
+        entry = self._cache.get(digest)
+        if entry is not None and now - entry.fetched <= self.ttl:
+            return True
+        seen = self._unknown.get(digest)
+        return seen is not None and now - seen <= self.ttl
 
     async def authenticate(self, token: str) -> Principal:
         digest = hash_key(token)
         now = time.monotonic()
         entry = self._cache.get(digest)
         if entry is None or now - entry.fetched > self.ttl:
+            seen = self._unknown.get(digest)
+            if seen is not None and now - seen <= self.ttl:
+                raise unauthorized("the API key is not valid")
+            KEY_LOOKUPS.inc()
             row = await self.keys.lookup(token)
             if row is None:
                 self._cache.pop(digest, None)
+                if self.ttl > 0:
+                    if len(self._unknown) >= CACHE_MAX_ENTRIES:
+                        self._unknown.clear()
+                    self._unknown[digest] = now
                 raise unauthorized("the API key is not valid")
+            self._unknown.pop(digest, None)
             principal = None
             if row["revoked_at"] is None:
                 principal = Principal(
@@ -91,6 +117,10 @@ class KeyAuthenticator:
         if entry.expires_at is not None and time.time() >= entry.expires_at:
             raise unauthorized("the API key has expired")
         return entry.principal
+
+    def created(self, key: str) -> None:
+        """A key was just stored through this process: it is not unknown any more."""
+        self._unknown.pop(hash_key(key), None)
 
     def invalidate(self, key_id: str) -> None:
         for digest, entry in list(self._cache.items()):
@@ -225,12 +255,18 @@ class JWTVerifier:
         return self._principal(claims), float(claims["exp"]) + self.leeway
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
+        # Both are stored with every run and audit entry: text no database can keep makes
+        # the token unusable (401, like any other unusable claim), never a 500 later.
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub or len(sub) > 190:
             raise unauthorized("the token has no usable subject")
+        if (reason := unstorable(sub)) is not None:
+            raise unauthorized(f"the token's subject is not usable: {reason}")
         tenant = _claim(claims, self.tenant_claim)
         if not isinstance(tenant, str) or not tenant or len(tenant) > 100 or tenant == ALL_TENANTS:
             raise unauthorized("the token has no usable tenant claim")
+        if (reason := unstorable(tenant)) is not None:
+            raise unauthorized(f"the token's tenant claim is not usable: {reason}")
         raw = _claim(claims, self.role_claim)
         values = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
         roles: list[Role] = []
@@ -311,6 +347,12 @@ class Authenticator:
         self.keys = KeyAuthenticator(keys, settings.auth_cache_ttl)
         self.jwt = JWTVerifier(settings)
 
+    def needs_lookup(self, token: str) -> bool:
+        """Whether ``token`` would cost a database query (an API key not cached either way)."""
+        if not looks_like_key(token) or len(token) > MAX_TOKEN_LENGTH:
+            return False
+        return not self.keys.cached(token)
+
     async def authenticate(self, token: str) -> Principal:
         if len(token) > MAX_TOKEN_LENGTH:
             raise unauthorized("the bearer token is not valid")
@@ -322,6 +364,25 @@ class Authenticator:
 
 
 PRINCIPAL_SCOPE_KEY = "pocketrun.principal"
+DENIED_SCOPE_KEY = "pocketrun.denied"
+
+
+def deny(
+    scope: dict[str, Any],
+    reason: str,
+    *,
+    principal: Principal | None = None,
+    credential: str | None = None,
+    permission: str | None = None,
+) -> None:
+    """Note a refused call for the audit log (``api.hardening`` writes it as the 401 or
+    403 goes out). Of a credential, only an API key's public prefix is kept."""
+    scope[DENIED_SCOPE_KEY] = Denial(
+        reason=reason,
+        principal=principal,
+        key_prefix=key_prefix(credential) if credential and looks_like_key(credential) else None,
+        permission=permission,
+    )
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -344,11 +405,17 @@ async def current_principal(request: Request) -> Principal:
     token = bearer_token(_authorization(scope))
     if token is None:
         await security.limit_anonymous(request)
-        raise unauthorized("credentials are required: Authorization: Bearer <key or JWT>", "")
+        exc = unauthorized("credentials are required: Authorization: Bearer <key or JWT>", "")
+        deny(scope, exc.detail)
+        raise exc
+    if security.limiter is not None and security.authenticator.needs_lookup(token):
+        # A client over its failed-call budget is refused before its key costs a query.
+        await security.check_anonymous(request)
     try:
         principal = await security.authenticator.authenticate(token)
-    except Unauthorized:
+    except Unauthorized as exc:
         await security.limit_anonymous(request)
+        deny(scope, exc.detail, credential=token)
         raise
     await security.limit_principal(request, principal)
     scope[PRINCIPAL_SCOPE_KEY] = principal

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.routing import APIRoute
 
-from api.auth import current_principal
+from api.auth import current_principal, deny
 from core.errors import Forbidden
 from core.principal import Principal, Role
 
@@ -80,7 +80,9 @@ def _checker(permission: Permission) -> Callable[..., Any]:
     async def require(request: Request) -> Principal:
         principal = await current_principal(request)
         if permission not in ROLE_PERMISSIONS[principal.role]:
-            raise Forbidden(f"the {principal.role} role may not do {permission}")
+            reason = f"the {principal.role} role may not do {permission}"
+            deny(request.scope, reason, principal=principal, permission=permission.value)
+            raise Forbidden(reason)
         if permission.audit_action is not None:
             request.scope[AUDIT_SCOPE_KEY] = (principal, permission.audit_action)
         return principal

@@ -4,8 +4,11 @@
 request id already apply):
 
 - query strings over ``MAX_QUERY_BYTES`` are 414;
+- text no database can store (NUL, lone surrogates, invalid UTF-8) in the path, the query
+  or a stored header is 422 (``api.request_text``);
 - JSON bodies must be strict JSON: no ``NaN``/``Infinity``, no duplicate keys, no lone
-  surrogates, no absurd nesting (422), checked before FastAPI parses them;
+  surrogates, no NUL in any string, no invalid UTF-8, no absurd nesting (422), checked
+  before FastAPI parses them;
 - rate-limit headers computed during authentication are added to the response;
 - a successful call that needed a mutating permission is written to the audit log.
 """
@@ -21,13 +24,18 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from api import openapi
-from api.auditing import audit_record
+from api.auditing import Denial, audit_record, denial_record
+from api.auth import DENIED_SCOPE_KEY
 from api.authz import AUDIT_SCOPE_KEY, undeclared_routes
 from api.problems import is_json_media, problem
+from api.request_text import request_text_errors
 from api.routes import audit, keys, runs
 from api.routing import serve_first
+from api.schemas import json_problems
 from api.security import HEADERS_SCOPE_KEY
+from core.metrics import DENIALS_UNAUDITED
 from core.settings import Settings
+from db.audit import AuditRecord
 
 log = structlog.get_logger("pocketrun.api")
 Scope = dict[str, Any]
@@ -95,6 +103,8 @@ def strict_json_error(body: bytes) -> str | None:
         return str(exc)
     except RecursionError:
         return "the JSON is nested too deeply"
+    except UnicodeDecodeError:
+        return "the body is not valid UTF-8"
     except ValueError:
         return None
     try:
@@ -127,15 +137,17 @@ class SecurityMiddleware:
                 scope, receive, send
             )
             return
+        if text_errors := request_text_errors(scope):
+            detail = "the request holds text that can't be stored (NUL, surrogates, bad UTF-8)"
+            await problem(422, detail, type_="invalid-input", errors=text_errors)(
+                scope, receive, send
+            )
+            return
         if scope["method"] in BODY_METHODS and _is_json(scope):
-            receive, error = await _checked_body(receive)
-            if error is not None:
-                response = problem(
-                    422,
-                    "the request body is not strict JSON",
-                    type_="invalid-input",
-                    errors=[{"loc": ["body"], "path": "body", "msg": error, "type": "json_strict"}],
-                )
+            receive, rejected = await _checked_body(receive)
+            if rejected is not None:
+                detail, errors = rejected
+                response = problem(422, detail, type_="invalid-input", errors=errors)
                 await response(scope, receive, send)
                 return
 
@@ -147,13 +159,34 @@ class SecurityMiddleware:
                 intent = scope.get(AUDIT_SCOPE_KEY)
                 if intent is not None and message["status"] < 400:
                     await _audit(scope, intent, message)
+                elif message["status"] in (401, 403) and DENIED_SCOPE_KEY in scope:
+                    await _audit_denial(scope, scope[DENIED_SCOPE_KEY], message["status"])
             await send(message)
 
         await self.app(scope, receive, send_secured)
 
 
-async def _checked_body(receive: Any) -> tuple[Any, str | None]:
-    """(a receive that replays the body, why it is not strict JSON or None)."""
+Rejected = tuple[str, list[dict[str, Any]]]  # (detail, errors) of a 422
+
+
+def body_rejection(body: bytes) -> Rejected | None:
+    """Why a JSON body is refused before parsing: not strict JSON, or text somewhere in it
+    that no database can store (``core.text``); None to let FastAPI parse it."""
+    error = strict_json_error(body)
+    if error is not None:
+        where = [{"loc": ["body"], "path": "body", "msg": error, "type": "json_strict"}]
+        return "the request body is not strict JSON", where
+    # Strict JSON writes NUL only as this escape (lone surrogates failed above).
+    if b"\\u0000" in body:
+        found = json_problems(orjson.loads(body), ("body",))
+        unstorable = [p for p in found if p["type"] == "json_invalid_string"]
+        if unstorable:
+            return "the request body holds text that can't be stored", unstorable
+    return None
+
+
+async def _checked_body(receive: Any) -> tuple[Any, Rejected | None]:
+    """(a receive that replays the body, why it is refused or None)."""
     chunks = []
     while True:
         message = await receive()
@@ -176,7 +209,7 @@ async def _checked_body(receive: Any) -> tuple[Any, str | None]:
 
         return replay_disconnect, None
     body = b"".join(chunks)
-    error = strict_json_error(body) if body else None
+    error = body_rejection(body) if body else None
     done = False
 
     async def replay() -> dict[str, Any]:
@@ -190,7 +223,18 @@ async def _checked_body(receive: Any) -> tuple[Any, str | None]:
 
 
 async def _audit(scope: Scope, intent: tuple[Any, str], message: dict[str, Any]) -> None:
-    record = audit_record(scope, intent, message["status"], dict(message.get("headers", ())))
+    headers = dict(message.get("headers", ()))
+    await _write(scope, audit_record(scope, intent, message["status"], headers))
+
+
+async def _audit_denial(scope: Scope, denial: Denial, status: int) -> None:
+    if scope["app"].state.security.denials.take():
+        await _write(scope, denial_record(scope, denial, status))
+    else:
+        DENIALS_UNAUDITED.inc()
+
+
+async def _write(scope: Scope, record: AuditRecord) -> None:
     try:
         await scope["app"].state.security.audit.record(record)
     except Exception as exc:  # the call already happened: never turn it into an error

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from starlette.exceptions import HTTPException
 
-from api.problems import problem
+from api.problems import outage_problem, problem
 from core.metrics import API_SECONDS
 
 Scope = dict[str, Any]
@@ -99,19 +99,18 @@ class RequestMiddleware:
                 await _drain(receive, received)
             await self._too_large(scope, receive, send, request_id)
             status = 413
-        except Exception:
+        except Exception as exc:
             # Answered here rather than by Starlette's outer error middleware, which
             # re-raises after its 500 and so makes uvicorn drop the keep-alive connection.
             if response_started:
                 raise
-            log.exception("unhandled error", path=scope.get("path"))
-            response = problem(
-                500,
-                "an internal error occurred; it has been logged",
-                headers={"X-Request-ID": request_id},
-            )
+            response = outage_problem(exc)  # the database is away: 503, not a bug
+            if response is None:
+                log.exception("unhandled error", path=scope.get("path"))
+                response = problem(500, "an internal error occurred; it has been logged")
+            response.headers["X-Request-ID"] = request_id
             await response(scope, receive, send)
-            status = 500
+            status = response.status_code
         finally:
             path = getattr(scope.get("route"), "path", "unmatched")
             _latency(scope["method"], path, status).observe(time.perf_counter() - started)

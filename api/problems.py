@@ -15,8 +15,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from api.authz import app_routes
-from core.errors import PocketrunError, RateLimited
+from core.errors import PocketrunError, RateLimited, Unavailable
 from core.jsonutil import dumps
+from core.outage import is_database_outage
 
 log = structlog.get_logger("pocketrun.api")
 PROBLEM = "application/problem+json"
@@ -47,6 +48,7 @@ _TYPES = {
     413: "payload-too-large",
     415: "unsupported-media-type",
     422: "invalid-input",
+    503: "unavailable",
 }
 
 
@@ -83,6 +85,23 @@ def problem(
     if errors is not None:
         body["errors"] = errors
     return Response(dumps(body), status_code=status, media_type=PROBLEM, headers=headers)
+
+
+OUTAGE_RETRY_AFTER = 5  # seconds a client is asked to wait while the database is away
+
+
+def outage_problem(exc: BaseException) -> Response | None:
+    """503 with ``Retry-After`` when ``exc`` says the database is out of reach (see
+    ``core.outage``); None for any other error."""
+    if not is_database_outage(exc):
+        return None
+    log.warning("database unavailable", error=type(exc).__name__)
+    return problem(
+        503,
+        "the database is unavailable; retry later",
+        type_="unavailable",
+        headers={"Retry-After": str(OUTAGE_RETRY_AFTER)},
+    )
 
 
 def field_errors(errors: list[Any], prefix: tuple = ()) -> list[dict[str, Any]]:
@@ -140,6 +159,8 @@ def install(app: FastAPI) -> None:
         headers = dict(getattr(exc, "headers", None) or {})  # WWW-Authenticate, RateLimit-*
         if isinstance(exc, RateLimited):
             headers.setdefault("Retry-After", str(exc.retry_after))
+        elif isinstance(exc, Unavailable):
+            headers.setdefault("Retry-After", str(OUTAGE_RETRY_AFTER))
         return problem(
             exc.status,
             exc.detail,
@@ -183,5 +204,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:
+        outage = outage_problem(exc)
+        if outage is not None:
+            return outage
         log.exception("unhandled error", exc_info=exc)
         return problem(500, "an internal error occurred; it has been logged")

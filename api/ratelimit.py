@@ -41,6 +41,25 @@ class RateLimiter:
         self.strategy = FixedWindowRateLimiter(self.storage)
         self.backend = "redis" if redis_url else "memory"
 
+    async def check(self, identity: str) -> None:
+        """RateLimited when ``identity`` has used up a limit already; counts nothing."""
+        try:
+            for item in self.items:
+                if not await self.strategy.test(item, identity):
+                    stats = await self.strategy.get_window_stats(item, identity)
+                    raise self._exceeded(item, stats.reset_time)
+        except RateLimited:
+            raise
+        except Exception as exc:  # the limiter's store is down: fail open, loudly
+            log.warning("rate limiter unavailable", error=type(exc).__name__)
+
+    @staticmethod
+    def _exceeded(item: RateLimitItem, reset_time: float) -> RateLimited:
+        reset = max(1, math.ceil(reset_time - time.time()))
+        exc = RateLimited(f"rate limit of {item} exceeded; retry in {reset} s", retry_after=reset)
+        exc.headers = _headers(item, 0, reset_time) | {"Retry-After": str(reset)}  # type: ignore[attr-defined]
+        return exc
+
     async def hit(self, identity: str) -> Headers:
         """Count one call; the RateLimit headers for it, or RateLimited with them."""
         tightest: tuple[int, float, RateLimitItem] | None = None
@@ -49,14 +68,7 @@ class RateLimiter:
                 allowed = await self.strategy.hit(item, identity)
                 stats = await self.strategy.get_window_stats(item, identity)
                 if not allowed:
-                    reset = max(1, math.ceil(stats.reset_time - time.time()))
-                    exc = RateLimited(
-                        f"rate limit of {item} exceeded; retry in {reset} s", retry_after=reset
-                    )
-                    exc.headers = _headers(item, 0, stats.reset_time) | {  # type: ignore[attr-defined]
-                        "Retry-After": str(reset)
-                    }
-                    raise exc
+                    raise self._exceeded(item, stats.reset_time)
                 if tightest is None or stats.remaining < tightest[0]:
                     tightest = (stats.remaining, stats.reset_time, item)
         except RateLimited:

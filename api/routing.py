@@ -133,8 +133,9 @@ async def _json_body(request: Request, strict: bool) -> Any:
         raise RequestValidationError([error], body=exc.doc) from exc
     except HTTPException:
         raise
-    except Exception as exc:  # e.g. a body that is not UTF-8
-        raise HTTPException(400, "There was an error parsing the body") from exc
+    except Exception as exc:  # e.g. a body that is not UTF-8: invalid input, as JSON errors
+        error = {"type": "json_invalid", "loc": ("body",), "msg": "the body can't be read as JSON"}
+        raise RequestValidationError([{**error, "input": {}}]) from exc
 
 
 class LeanRoute(APIRoute):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from core.text import unstorable
 
 RunStatus = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled", "timed_out"]
 StepStatus = Literal["succeeded", "failed", "timed_out", "cancelled"]
@@ -23,8 +25,34 @@ def _rfc3339_text(value: Any) -> Any:
     return value
 
 
+def _in_range(value: datetime) -> datetime:
+    """Refuse a moment with no UTC form in years 1 to 9999 (naive counts as UTC), such as
+    ``0001-01-01T00:00:00+01:00`` or ``9999-12-31T23:59:59-23:59``: every later step
+    (both databases, the run id bounds) works in UTC. The value is returned as given, so
+    a route may still insist on an explicit offset."""
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(
+                "out of range once in UTC: from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z"
+            ) from None
+    return value
+
+
 # A date-time in RFC 3339 text (as the ``date-time`` format says); without an offset, UTC.
-Moment = Annotated[datetime, BeforeValidator(_rfc3339_text)]
+Moment = Annotated[datetime, BeforeValidator(_rfc3339_text), AfterValidator(_in_range)]
+
+
+def _storable(value: str) -> str:
+    reason = unstorable(value)
+    if reason is not None:
+        raise ValueError(reason)
+    return value
+
+
+# A string field that is stored: text every database can keep (``core.text``).
+StoredText = Annotated[str, AfterValidator(_storable)]
 
 
 class RunCreate(BaseModel):
@@ -51,15 +79,6 @@ def json_problems(value: Any, loc: tuple[str | int, ...]) -> list[dict[str, Any]
             {"loc": list(where), "path": ".".join(map(str, where)), "msg": msg, "type": type_}
         )
 
-    def bad_text(text: str) -> str | None:
-        if "\x00" in text:
-            return "the NUL character is not allowed"
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            return "unpaired surrogates are not allowed"
-        return None
-
     stack: list[tuple[Any, tuple[str | int, ...], int]] = [(value, loc, 0)]
     while stack and len(problems) < 20:
         item, where, depth = stack.pop()
@@ -67,13 +86,13 @@ def json_problems(value: Any, loc: tuple[str | int, ...]) -> list[dict[str, Any]
             add(where, f"nested deeper than {MAX_JSON_DEPTH} levels", "json_too_deep")
         elif isinstance(item, dict):
             for key, child in item.items():
-                if (msg := bad_text(key)) is not None:
+                if (msg := unstorable(key)) is not None:
                     add((*where, key), f"key: {msg}", "json_invalid_string")
                 stack.append((child, (*where, key), depth + 1))
         elif isinstance(item, list):
             stack.extend((child, (*where, i), depth + 1) for i, child in enumerate(item))
         elif isinstance(item, str):
-            if (msg := bad_text(item)) is not None:
+            if (msg := unstorable(item)) is not None:
                 add(where, msg, "json_invalid_string")
         elif isinstance(item, float) and not math.isfinite(item):
             add(where, "NaN and infinities are not JSON numbers", "json_invalid_number")
@@ -116,7 +135,9 @@ class StepOut(BaseModel):
     started_at: datetime
     finished_at: datetime
     duration_ms: float
-    worker: str
+    worker: str | None = Field(
+        description="The worker's name; null without the flows:internals permission"
+    )
     error: ErrorOut | None
 
 
@@ -146,8 +167,10 @@ class FlowSummary(BaseModel):
 
 
 class FlowDetail(FlowSummary):
-    graph: dict[str, Any]
-    mermaid: str
+    graph: dict[str, Any] | None = Field(
+        description="Nodes and edges; null without the flows:internals permission"
+    )
+    mermaid: str | None = Field(description="null without the flows:internals permission")
 
 
 class FlowPage(BaseModel):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from api.auditing import DenialBudget
 from api.auth import Authenticator
 from api.ratelimit import Headers, RateLimiter
 from core.principal import Principal
@@ -25,6 +26,7 @@ class SecurityState:
     audit: AuditRepository
     authenticator: Authenticator
     limiter: RateLimiter | None = None
+    denials: DenialBudget = field(default_factory=DenialBudget)
     extra: dict = field(default_factory=dict)
 
     async def limit_principal(self, request: Request, principal: Principal) -> None:
@@ -35,8 +37,16 @@ class SecurityState:
 
     async def limit_anonymous(self, request: Request) -> None:
         if self.limiter is not None:
-            client = request.client.host if request.client else "unknown"
-            _add_headers(request, await self.limiter.hit(f"ip:{client}"))
+            _add_headers(request, await self.limiter.hit(_client(request)))
+
+    async def check_anonymous(self, request: Request) -> None:
+        """429 for a client that used up its budget of calls without valid credentials."""
+        if self.limiter is not None:
+            await self.limiter.check(_client(request))
+
+
+def _client(request: Request) -> str:
+    return f"ip:{request.client.host if request.client else 'unknown'}"
 
 
 def _add_headers(request: Request, headers: Headers) -> None:

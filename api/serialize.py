@@ -62,7 +62,9 @@ def run_data(row: Row) -> dict[str, Any]:
     }
 
 
-def step_data(row: Row) -> dict[str, Any]:
+def step_data(row: Row, *, internals: bool = True) -> dict[str, Any]:
+    """``internals``: the caller may see where the step ran (``flows:internals``); the
+    worker's name carries a host name, so others get ``worker: null``."""
     return {
         "seq": row["seq"],
         "node": row["node"],
@@ -72,12 +74,14 @@ def step_data(row: Row) -> dict[str, Any]:
         "started_at": row["started_at"],
         "finished_at": row["finished_at"],
         "duration_ms": round(row["duration_ms"], 3),
-        "worker": row["worker"],
+        "worker": row["worker"] if internals else None,
         "error": row["error"],
     }
 
 
-def flow_data(spec: FlowSpec, *, detail: bool = False) -> dict[str, Any]:
+def flow_data(spec: FlowSpec, *, detail: bool = False, internals: bool = False) -> dict[str, Any]:
+    """``detail``: the one-flow shape; its node graph and Mermaid text only with
+    ``internals`` (``flows:internals``), else null."""
     body: dict[str, Any] = {
         "name": spec.name,
         "version": spec.version,
@@ -93,8 +97,8 @@ def flow_data(spec: FlowSpec, *, detail: bool = False) -> dict[str, Any]:
         "input_schema": spec.input_schema(),
     }
     if detail:
-        body["graph"] = spec.graph.to_json()
-        body["mermaid"] = spec.graph.mermaid()
+        body["graph"] = spec.graph.to_json() if internals else None
+        body["mermaid"] = spec.graph.mermaid() if internals else None
     return body
 
 

@@ -33,3 +33,10 @@ CHANGE_WAITERS = Gauge(
 RUNS_DELETED = Counter(
     "pocketrun_runs_deleted_total", "Finished runs deleted after RETENTION_DAYS (retention)"
 )
+KEY_LOOKUPS = Counter(
+    "pocketrun_auth_key_lookups_total", "API keys looked up in the database (cache misses)"
+)
+DENIALS_UNAUDITED = Counter(
+    "pocketrun_audit_denials_dropped_total",
+    "Refused calls (401, 403) not written to the audit log: over its per-process budget",
+)

@@ -42,6 +42,11 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def key_prefix(key: str) -> str:
+    """The public start of a key, stored and listed to tell keys apart."""
+    return key[: len(KEY_PREFIX) + 6]
+
+
 def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
@@ -75,7 +80,7 @@ class KeyRepository:
         values = {
             "id": secrets.token_hex(8),
             "key_hash": hash_key(key),
-            "prefix": key[: len(KEY_PREFIX) + 6],
+            "prefix": key_prefix(key),
             "name": new.name,
             "tenant": new.tenant,
             "role": Role(new.role).value,
@@ -105,12 +110,13 @@ class KeyRepository:
     async def list(
         self, tenant: str | None, *, limit: int = 100, before_id: str | None = None
     ) -> list[RowMapping]:
-        """Keys newest first (ids are random, so order by creation time then id)."""
+        """Keys newest first (ids are random, so order by creation time then id). A
+        ``before_id`` outside ``tenant`` is as unknown as one that does not exist."""
         query = select(*PUBLIC_COLUMNS)
         if tenant is not None:
             query = query.where(api_keys.c.tenant == tenant)
         if before_id is not None:
-            anchor = await self.get(before_id)
+            anchor = await self._anchor(before_id, tenant)
             if anchor is None:
                 return []
             query = query.where(
@@ -120,6 +126,13 @@ class KeyRepository:
         query = query.order_by(api_keys.c.created_at.desc(), api_keys.c.id.desc()).limit(limit)
         async with self.db.read() as conn:
             return list((await conn.execute(query)).mappings().all())
+
+    async def _anchor(self, key_id: str, tenant: str | None) -> RowMapping | None:
+        query = select(api_keys.c.created_at).where(api_keys.c.id == key_id)
+        if tenant is not None:
+            query = query.where(api_keys.c.tenant == tenant)
+        async with self.db.read() as conn:
+            return (await conn.execute(query)).mappings().first()
 
     async def revoke(self, key_id: str) -> RowMapping | None:
         async with self.db.write() as conn:

@@ -108,8 +108,8 @@ CASES: list[Case] = [
         "int past 64 bits", b'{"metadata": {"k": 36893488147419103232}}', 422, "body.metadata.k"
     ),
     post_run("too deep", {"metadata": {"k": json.loads("[" * 150 + "]" * 150)}}, 422),
-    post_run("deeper than the parser", b"[" * 1500 + b"]" * 1500, (400, 422)),
-    post_run("invalid utf-8", b'{"input": {"name": "\xff\xfe"}}', 400),
+    post_run("deeper than the parser", b"[" * 1500 + b"]" * 1500, 422),
+    post_run("invalid utf-8", b'{"input": {"name": "\xff\xfe"}}', 422, "body"),
     Case(
         "not json content type",
         "POST",
@@ -161,7 +161,7 @@ CASES: list[Case] = [
     ),
     Case("unknown flow", "POST", "/v1/flows/no-such-flow/runs", 404, HELLO),
     Case("very long flow name", "POST", f"/v1/flows/{LONG}/runs", 404, HELLO),
-    Case("flow name with NUL", "POST", "/v1/flows/a%00b/runs", 404, HELLO),
+    Case("flow name with NUL", "POST", "/v1/flows/a%00b/runs", 422, HELLO, paths=("path",)),
     # size
     Case(
         "body over the limit",
@@ -193,7 +193,7 @@ CASES: list[Case] = [
     Case("unknown run", "GET", f"/v1/runs/{UNKNOWN_RUN}", 404),
     Case("malformed run id", "GET", "/v1/runs/not-a-uuid", 404),
     Case("run id too long", "GET", f"/v1/runs/{LONG}", 404),
-    Case("run id with NUL", "GET", "/v1/runs/%00", 404),
+    Case("run id with NUL", "GET", "/v1/runs/%00", 422, paths=("path",)),
     Case("run id, sql", "GET", "/v1/runs/1%27%20OR%20%271%27=%271", 404),
     Case("get wait negative", "GET", f"/v1/runs/{UNKNOWN_RUN}?wait=-3", 422, paths=("query.wait",)),
     Case("get wait a word", "GET", f"/v1/runs/{UNKNOWN_RUN}?wait=x", 422, paths=("query.wait",)),

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.authz import Permission, Requires
+from api.authz import Permission, Requires, allowed
 from api.deps import app_state
 from api.openapi import errors
 from api.routing import LeanRoute
@@ -39,7 +39,8 @@ async def list_flows(request: Request, _: CatalogReader) -> Response:
     summary="One flow with its node graph",
 )
 async def get_flow(
-    flow: str, request: Request, _: CatalogReader, version: str | None = None
+    flow: str, request: Request, principal: CatalogReader, version: str | None = None
 ) -> Response:
     spec = app_state(request).registry.get(flow, version)
-    return json_response(FlowDetail, flow_data(spec, detail=True))
+    internals = allowed(principal, Permission.flow_internals)
+    return json_response(FlowDetail, flow_data(spec, detail=True, internals=internals))

@@ -17,6 +17,7 @@ from api.serialize import json_body, json_response
 
 router = APIRouter(tags=["health"], route_class=LeanRoute)
 _OK = json_body(Health, {"status": "ok"})
+PRIVATE_CHECKS = frozenset({"worker"})
 
 
 @router.get("/healthz", operation_id="healthz", response_model=Health, summary="Liveness")
@@ -43,7 +44,8 @@ async def readyz(request: Request) -> Response:
         failed.append("database")
     try:
         executor = await asyncio.wait_for(state.executor.health(), 3)
-        checks["executor"] = executor
+        # Open to anyone: no worker names here (they carry host names), counts only.
+        checks["executor"] = {k: v for k, v in executor.items() if k not in PRIVATE_CHECKS}
         if not executor.get("ready", True):
             failed.append("executor")
     except Exception as exc:

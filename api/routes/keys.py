@@ -13,7 +13,7 @@ from api.authz import Permission, Requires, tenant_scope
 from api.deps import security_state
 from api.openapi import LOCATION, errors
 from api.routing import LeanRoute
-from api.schemas import Moment
+from api.schemas import Moment, StoredText
 from api.serialize import json_response, page
 from core.errors import Forbidden, InvalidInput, NotFound
 from core.principal import ALL_TENANTS, Principal, Role
@@ -30,7 +30,7 @@ class KeyCreate(BaseModel):
         json_schema_extra={"not": {"required": ["expires_at", "expires_in"]}},
     )
 
-    name: str = Field(min_length=1, max_length=200)
+    name: StoredText = Field(min_length=1, max_length=200)
     role: Role
     tenant: str | None = Field(
         default=None, pattern=TENANT_PATTERN, description="Default: the caller's tenant"
@@ -104,7 +104,8 @@ async def create_key(
         expires = utcnow() + timedelta(seconds=body.expires_in)
     if expires is not None and expires.tzinfo is None:
         raise InvalidInput("expires_at needs a timezone")
-    row, key = await security_state(request).keys.create(
+    security = security_state(request)
+    row, key = await security.keys.create(
         NewKey(
             name=body.name,
             tenant=tenant,
@@ -113,6 +114,7 @@ async def create_key(
             expires_at=expires,
         )
     )
+    security.authenticator.keys.created(key)
     location = {"Location": f"/v1/keys/{row['id']}"}
     return json_response(KeyCreated, {**key_data(row), "key": key}, 201, location)
 

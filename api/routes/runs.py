@@ -13,7 +13,14 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from api.auditing import audit_record
-from api.authz import AUDIT_SCOPE_KEY, Permission, Requires, can_see_run, list_scope
+from api.authz import (
+    AUDIT_SCOPE_KEY,
+    Permission,
+    Requires,
+    allowed,
+    can_see_run,
+    list_scope,
+)
 from api.deps import app_state
 from api.openapi import ETAG, LOCATION, REPLAYED, errors
 from api.pagination import CURSOR_PATTERN, parse_cursor
@@ -300,7 +307,9 @@ async def list_steps(
     more = len(steps) > limit
     steps = steps[:limit]
     next_cursor = str(steps[-1]["seq"]) if more else None
-    return json_response(StepPage, page([step_data(s) for s in steps], next_cursor))
+    internals = allowed(principal, Permission.flow_internals)
+    items = [step_data(s, internals=internals) for s in steps]
+    return json_response(StepPage, page(items, next_cursor))
 
 
 @router.post(
