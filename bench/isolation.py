@@ -3,7 +3,7 @@
 1. A victim tenant's submit-to-finish times, alone and while another tenant floods: the
    flooder keeps 50 inline runs and a stream of background runs going (as many as its
    unfinished-run limit lets in; its 429s are counted), the victim submits one-node
-   ``hello`` runs one after another with ``?wait``. Reported: p50/p99 as the victim's
+   ``hello`` runs one after another with ``?wait``, 20 a second at most. Reported: p50/p99 as the victim's
    client sees them (request to finished answer) and as the database records them
    (created_at to finished_at), and the loaded/unloaded p99 ratio (aim: within 2x).
 2. Memory: the server's resident set before and at its peak (VmHWM) while 200 clients
@@ -34,6 +34,7 @@ from bench.common import machine, save, table
 
 PG_ADMIN = os.environ.get("POCKETRUN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 FLOWS = "tests.edge_flows,tests.hostile_flows"
+VICTIM_EVERY = 0.05  # the victim submits at most 20 runs a second
 
 
 def _moment(text: str) -> datetime:
@@ -80,6 +81,7 @@ def victim_times(url: str, key: str, runs: int) -> dict[str, list[float]]:
             if response.status_code != 201 or run["status"] != "succeeded":
                 raise RuntimeError(f"victim run: {response.status_code} {response.text[:300]}")
             client_ms.append(elapsed)
+            time.sleep(max(0.0, VICTIM_EVERY - elapsed / 1000))
             db_ms.append(
                 (_moment(run["finished_at"]) - _moment(run["created_at"])).total_seconds() * 1000
             )
@@ -180,6 +182,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "POCKETRUN_DATABASE_URL": url,
             "POCKETRUN_LOG_LEVEL": "WARNING",
             "POCKETRUN_FLOWS": FLOWS,
+            **({"POCKETRUN_RATE_LIMIT": args.rate_limit} if args.rate_limit else {}),
         }
         subprocess.run(
             [str(BIN / "pocketrun"), "db", "upgrade"], cwd=ROOT, env=env, check=True, timeout=120
@@ -228,6 +231,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "machine": machine(),
         "dialect": args.dialect,
+        "rate_limit": args.rate_limit,
         "victim_runs": args.victim_runs,
         "alone_ms": stats(alone),
         "flooded_ms": stats(loaded),
@@ -252,7 +256,8 @@ def report(payload: dict[str, Any]) -> str:
             ]
         )
     out = table(
-        f"victim tenant, hello runs ({payload['dialect']}), ms",
+        f"victim tenant, hello runs ({payload['dialect']}, rate limit "
+        f"{payload['rate_limit'] or 'none'}), ms",
         ["measure", "alone p50", "alone p99", "flooded p50", "flooded p99", "p99 ratio"],
         rows,
     )
@@ -277,10 +282,12 @@ def run(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dialect", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--victim-runs", type=int, default=100)
+    parser.add_argument("--rate-limit", help="POCKETRUN_RATE_LIMIT for the server, e.g. 50/second")
     args = parser.parse_args(argv)
     payload = bench(args)
     print(report(payload))
-    print("saved", save(f"isolation-{args.dialect}", payload))
+    suffix = "-ratelimited" if args.rate_limit else ""
+    print("saved", save(f"isolation-{args.dialect}{suffix}", payload))
 
 
 if __name__ == "__main__":
