@@ -133,7 +133,7 @@ class Flood:
 async def read_steps(url: str, key: str, run_id: str, readers: int) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {key}"}
     limits = httpx.Limits(max_connections=readers, max_keepalive_connections=readers)
-    statuses: dict[int, int] = {}
+    statuses: dict[int, int] = {}  # 0: retried after the server closed an idle connection
     largest = 0
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as c:
 
@@ -142,7 +142,13 @@ async def read_steps(url: str, key: str, run_id: str, readers: int) -> dict[str,
             cursor = None
             while True:
                 params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
-                response = await c.get(f"/v1/runs/{run_id}/steps", params=params)
+                try:
+                    response = await c.get(f"/v1/runs/{run_id}/steps", params=params)
+                except (httpx.RemoteProtocolError, httpx.ReadError):
+                    # a kept-alive connection the server closed as this client, busy with
+                    # 199 others, came back to it late: not the server's answer; retry
+                    statuses[0] = statuses.get(0, 0) + 1
+                    continue
                 statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
                 largest = max(largest, len(response.content))
                 if response.status_code != 200:
