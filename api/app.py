@@ -10,6 +10,7 @@ import structlog
 from fastapi import FastAPI
 
 from api import hardening, problems
+from api.draining import Drain
 from api.middleware import RequestMiddleware
 from api.routes import flows, health, runs
 from api.security import start_security
@@ -41,19 +42,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = AppState(settings, store, registry, executor)
         app.state.pocketrun = state
         app.state.security = await start_security(settings, store)
+
+        async def drain_executor() -> None:
+            state.draining.set()
+            await executor.changes.close()  # wakes every long poll: each answers at once
+            await executor.stop()
+
+        drain = Drain(drain_executor, settings.drain_grace)
         await executor.start()
         # Everything built at start lives as long as the process: keep the collector from
         # walking it again on every collection.
         gc.freeze()
         log.info("pocketrun ready", executor=executor.name, flows=len(registry.all()))
-        try:
-            yield
-        finally:
-            log.info("draining")
-            await executor.stop()
-            for task in list(state.tasks):
-                task.cancel()
-            await store.close()
+        with drain.on_signals():
+            try:
+                yield
+            finally:
+                await drain.finish()
+                for task in list(state.tasks):
+                    task.cancel()
+                await store.close()
 
     app = FastAPI(
         title="pocketrun",
