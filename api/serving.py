@@ -1,13 +1,13 @@
 """How ``pocketrun serve`` runs the API: one uvicorn process, or N behind uvicorn's supervisor.
 
-With ``workers > 1``, uvicorn's supervisor (``uvicorn.supervisors.multiprocess``) binds the
-port once and starts N processes that accept on it; it replaces one that dies (it looks
-every half second), and on SIGTERM it signals each and waits for all of them, each draining
-its own runs (``api.draining``). The processes share nothing but the port and the store:
-the database decides what runs, so a run in flight in a process that died is swept up by
-another once its lease expires.
+With ``workers > 1``, uvicorn's supervisor (``api.cluster``) binds the port once and starts
+N processes that accept on it; it replaces one that dies (it looks every half second), and
+on SIGTERM it signals each and waits for all of them, each draining its own runs
+(``api.draining``). The processes share nothing but the port and the store: the database
+decides what runs, so a run in flight in a process that died is swept up by another once
+its lease expires.
 
-What uvicorn leaves to us: the schema is migrated here, once, before any process starts
+Here, what uvicorn leaves to us: the schema is migrated once, before any process starts
 (N processes racing one SQLite file's migrations fail), and every process, the supervisor
 included, logs JSON lines to stdout.
 """
@@ -19,7 +19,9 @@ import math
 import os
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
+from api.cluster import ProcessSupervisor
 from core.logging import configure_logging, stdlib_config
 from core.settings import Settings, get_settings
 from db.migrate import upgrade
@@ -38,7 +40,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None
         asyncio.run(_migrate(settings.database_url))
         os.environ["POCKETRUN_AUTO_MIGRATE"] = "false"  # done: the processes skip it
         get_settings.cache_clear()
-    uvicorn.run(
+    config = uvicorn.Config(
         APP,
         factory=True,
         host=host,
@@ -49,6 +51,13 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None
         access_log=False,
         timeout_graceful_shutdown=math.ceil(settings.drain_grace) + GRACEFUL_MARGIN,
     )
+    if workers > 1:
+        ProcessSupervisor(config, sockets=[config.bind_socket()]).run()
+        return
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise SystemExit(STARTUP_FAILURE)
 
 
 async def _migrate(database_url: str) -> None:

@@ -1,4 +1,5 @@
-"""SIGTERM drains without waiting for nothing: a real ``pocketrun serve``, one process.
+"""SIGTERM drains without waiting for nothing: a real ``pocketrun serve``, with one process
+and with ``--workers 3`` (the supervisor passes the signal to each worker and waits).
 
 A drain ends when every run in flight has reached a checkpoint and handed its lease back,
 not when ``DRAIN_GRACE`` runs out, and open long polls answer at once instead of holding
@@ -138,13 +139,15 @@ def drain_hung(servers: Servers, workers: int) -> None:
     assert sorted(log.read_text().split()) == sorted(f"{r}:1" for r in run_ids * 2)
 
 
+@pytest.mark.parametrize("workers", [1, 3])
 def test_sigterm_with_only_checkpointed_runs_in_flight_exits_within_two_seconds(
-    servers: Servers,
+    servers: Servers, workers: int
 ) -> None:
-    drain_checkpointed(servers, workers=1)
+    drain_checkpointed(servers, workers)
 
 
+@pytest.mark.parametrize("workers", [1, 3])
 def test_sigterm_with_hung_nodes_exits_within_the_grace_and_hands_their_runs_back(
-    servers: Servers,
+    servers: Servers, workers: int
 ) -> None:
-    drain_hung(servers, workers=1)
+    drain_hung(servers, workers)
