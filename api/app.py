@@ -10,6 +10,7 @@ import structlog
 from fastapi import FastAPI
 
 from api import hardening, problems
+from api.cluster import end_with_supervisor
 from api.draining import Drain
 from api.middleware import RequestMiddleware
 from api.routes import flows, health, runs
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         log.info("pocketrun ready", executor=executor.name, flows=len(registry.all()))
         with drain.on_signals():
+            end_with_supervisor()
             try:
                 yield
             finally:

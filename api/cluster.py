@@ -8,11 +8,23 @@ supervisor also keeps open, so a worker killed while its ping is unanswered show
 and is seen dead only when the ping times out (``timeout_worker_healthcheck``, 5 s), while
 the checks of the others wait behind it. The supervisor has no use for the worker's end
 once the worker holds it: closing it there makes such a death an EOF at once.
+
+Nor does uvicorn stop a worker when the supervisor itself dies (SIGKILL, the OOM killer):
+the workers would go on serving the port with nobody to replace them, and a new supervisor
+could not bind it. ``end_with_supervisor`` has the kernel send such a worker SIGTERM.
 """
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+
 from uvicorn.supervisors.multiprocess import Multiprocess
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class ProcessSupervisor(Multiprocess):
@@ -36,3 +48,17 @@ class ProcessSupervisor(Multiprocess):
         for worker in self.processes:
             if worker.pid is not None:  # started: the worker has its own copy
                 worker.child_conn.close()
+
+
+def end_with_supervisor() -> None:
+    """In a worker the supervisor started: SIGTERM (a drain) when the supervisor dies.
+
+    Linux only; elsewhere, and in a process nobody supervises, nothing happens."""
+    supervisor = multiprocessing.parent_process()
+    if supervisor is None or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        return
+    if os.getppid() != supervisor.pid:  # it died before the kernel was asked
+        os.kill(os.getpid(), signal.SIGTERM)

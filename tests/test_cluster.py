@@ -7,8 +7,10 @@ load replaced while the others go on answering, its runs carried on by the survi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -222,3 +224,30 @@ def test_a_worker_killed_while_its_health_check_waits_is_replaced_at_once(
         replaced_in = time.monotonic() - killed_at
         # uvicorn's own check would wait out its 5 s ping timeout first
         assert replaced_in < 1.5, f"replaced after {replaced_in:.2f}s"
+
+
+def _ended(pid: int) -> bool:
+    """Exited (gone, or a zombie nobody has reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def test_workers_drain_and_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    db = f"sqlite+aiosqlite:///{tmp_path / 'cluster.db'}"
+    with Servers(db, tmp_path, POCKETRUN_DRAIN_GRACE="2") as servers:
+        cluster = servers.start("cluster", workers=2)
+        workers = cluster.worker_pids()
+        assert cluster.proc is not None
+        cluster.proc.kill()  # SIGKILL: the supervisor cannot pass anything on
+        cluster.proc.wait(10)
+        try:
+            wait_until(lambda: all(map(_ended, workers)), 10, 0.05, "the orphaned workers to end")
+        finally:
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        with socket.socket() as sock:  # nobody holds the port any more
+            sock.bind(("127.0.0.1", cluster.port))
