@@ -33,7 +33,6 @@ class Drain:
     def __init__(self, stop: Callable[[], Awaitable[None]], grace: float) -> None:
         self._stop = stop
         self.grace = grace
-        self.started = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._timer: threading.Timer | None = None
 
@@ -41,7 +40,6 @@ class Drain:
         """Start draining (once); returns at once."""
         if self._task is None:
             log.info("draining", grace=self.grace)
-            self.started.set()
             self._task = asyncio.get_running_loop().create_task(self._stop(), name="drain")
 
     async def finish(self) -> None:

@@ -1,8 +1,9 @@
 """Flows for the drain and cluster tests: nodes that hang for as long as a gate file exists.
 
-A node of ``drain-hang`` (sync, in a step thread) or ``drain-hang-async`` (on the loop)
-appends its step key to the file ``log`` when its exec starts, then never returns while the
-file ``gate`` exists: to the process running it, it hangs forever. A test removes the gate
+A node of ``drain-hang`` (sync, in a step thread), ``drain-hang-async`` (on the loop) or
+``drain-hang-loop`` (sync, called on the loop itself: it blocks the whole process) appends
+its step key to the file ``log`` when its exec starts, then never returns while the file
+``gate`` exists: to the process running it, it hangs forever. A test removes the gate
 before the next server starts, so there the same step runs again and the run succeeds.
 """
 
@@ -71,3 +72,11 @@ def build_hang_async() -> AsyncFlow:
 # No step timeout: only the drain can cut these steps short.
 register("drain-hang", build_hang, input=HangIn, step_timeout=None, run_timeout=None)
 register("drain-hang-async", build_hang_async, input=HangIn, step_timeout=None, run_timeout=None)
+register(
+    "drain-hang-loop",
+    build_hang,
+    input=HangIn,
+    step_timeout=None,
+    run_timeout=None,
+    sync_nodes="loop",
+)

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from api.draining import HARD_EXIT_CODE
 from tests.cluster_support import Cluster, Servers, read_runs
 from tests.support import wait_for_run, wait_until
 
@@ -151,3 +152,29 @@ def test_sigterm_with_hung_nodes_exits_within_the_grace_and_hands_their_runs_bac
     servers: Servers, workers: int
 ) -> None:
     drain_hung(servers, workers)
+
+
+def test_sigterm_with_the_event_loop_blocked_still_exits_and_the_run_is_swept_up(
+    servers: Servers,
+) -> None:
+    """A sync node called on the loop that never returns: nothing async can run, so the
+    last-resort timer ends the process; the run's lease lapses and the next server runs it."""
+    gate, log = servers.tmp_path / "gate", servers.tmp_path / "entered.log"
+    gate.touch()
+    env = {"POCKETRUN_DRAIN_GRACE": str(HUNG_GRACE), "POCKETRUN_LEASE_TTL": "3"}
+    server = servers.start("first", **env)
+    run_id = _submit(server, "drain-hang-loop", {"gate": str(gate), "log": str(log)})
+    wait_until(lambda: log.exists() and log.read_text(), 30, 0.05, "the step to start")
+
+    elapsed = server.terminate(timeout=HUNG_GRACE + 30)
+    assert elapsed < HUNG_GRACE + 5, f"SIGTERM took {elapsed:.2f}s to exit"
+    assert server.proc is not None and server.proc.returncode == HARD_EXIT_CODE
+    (row,) = read_runs(servers.db_url, [run_id]).values()
+    assert row["status"] == "running" and row["lease_owner"] is not None  # nobody released it
+
+    gate.unlink()
+    second = servers.start("second", **env)
+    with second.client() as client:
+        assert wait_for_run(client, run_id, timeout=30)["status"] == "succeeded"
+    second.stop()
+    assert log.read_text().split() == [f"{run_id}:1"] * 2
