@@ -11,6 +11,8 @@ from fastapi import FastAPI
 
 from api import hardening, problems
 from api.admission import Admission
+from api.cluster import end_with_supervisor
+from api.draining import Drain
 from api.middleware import RequestMiddleware
 from api.routes import flows, health, runs
 from api.security import start_security
@@ -42,19 +44,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = AppState(settings, store, registry, executor, Admission(store, settings))
         app.state.pocketrun = state
         app.state.security = await start_security(settings, store)
+
+        async def drain_executor() -> None:
+            state.draining.set()
+            await executor.changes.close()  # wakes every long poll: each answers at once
+            await executor.stop()
+
+        drain = Drain(drain_executor, settings.drain_grace)
         await executor.start()
         # Everything built at start lives as long as the process: keep the collector from
         # walking it again on every collection.
         gc.freeze()
         log.info("pocketrun ready", executor=executor.name, flows=len(registry.all()))
-        try:
-            yield
-        finally:
-            log.info("draining")
-            await executor.stop()
-            for task in list(state.tasks):
-                task.cancel()
-            await store.close()
+        with drain.on_signals():
+            end_with_supervisor()
+            try:
+                yield
+            finally:
+                await drain.finish()
+                for task in list(state.tasks):
+                    task.cancel()
+                await store.close()
 
     app = FastAPI(
         title="pocketrun",
