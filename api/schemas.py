@@ -139,6 +139,10 @@ class StepOut(BaseModel):
         description="The worker's name; null without the flows:internals permission"
     )
     error: ErrorOut | None
+    output: list[Any] | None = Field(
+        default=None,
+        description="What the node streamed with emit(), its committed attempt's chunks",
+    )
 
 
 class RunPage(BaseModel):

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
+from core.events import final_chunks
 from flows.registry import FlowSpec
 
 JSON = "application/json"
@@ -76,7 +77,19 @@ def step_data(row: Row, *, internals: bool = True) -> dict[str, Any]:
         "duration_ms": round(row["duration_ms"], 3),
         "worker": row["worker"] if internals else None,
         "error": row["error"],
+        "output": final_chunks(row["output"]) if row.get("output") else None,
     }
+
+
+def public_delta(delta: Any) -> dict[str, Any] | None:
+    """A step's changes as the API shows them: keys set (whole values), items appended to
+    lists (``appended``: only the new items), keys deleted; None when nothing changed."""
+    if not delta:
+        return None
+    shown: dict[str, Any] = {"set": delta.get("set", {}), "deleted": delta.get("del", [])}
+    if delta.get("add"):
+        shown["appended"] = delta["add"]
+    return shown
 
 
 def flow_data(spec: FlowSpec, *, detail: bool = False, internals: bool = False) -> dict[str, Any]:

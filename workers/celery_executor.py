@@ -26,6 +26,7 @@ from flows.registry import Registry
 from workers.dispatch import Dispatcher, redis_client
 from workers.distributed import Advancer
 from workers.engine import RunEngine, default_worker_name
+from workers.event_hub import EventHub
 from workers.fair_queue import FairQueue, Waiting
 from workers.redis_store import CHANGES_CHANNEL, RedisStore
 from workers.supervisor import Supervisor
@@ -45,6 +46,7 @@ class CeleryExecutor:
         self.runs = store
         self.registry = registry
         self.changes = ChangeFeed()
+        self.events = EventHub(settings.event_buffer)
         self.redis = redis_client(settings.redis_url)
         broker = settings.broker_url or settings.redis_url
         self.broker = self.redis if broker == settings.redis_url else redis_client(broker)
@@ -58,6 +60,7 @@ class CeleryExecutor:
             changes=self.changes,
             on_commit=self.live.notify if self.live is not None else None,
             store_sync=self.live,
+            events=self.events,
         )
         self.advancer = Advancer(self.engine, self.dispatcher, registry, settings)
         # Inline runs only: their leases and slots (the workers sweep for everyone).

@@ -6,11 +6,13 @@ import uuid
 from typing import Any, Protocol
 
 from core.changes import ChangeFeed
+from workers.event_hub import EventHub
 
 
 class Executor(Protocol):
     name: str
     changes: ChangeFeed
+    events: EventHub  # this process's live events, where event streams subscribe
 
     async def start(self) -> None: ...
 

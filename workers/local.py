@@ -25,6 +25,7 @@ from core.settings import Settings
 from db.store import RunStore
 from flows.registry import Registry
 from workers.engine import Outcome, RunEngine
+from workers.event_hub import EventHub
 from workers.fair_queue import FairQueue
 from workers.supervisor import Supervisor
 
@@ -49,8 +50,14 @@ class LocalExecutor:
         self.settings = settings
         self.store = store
         self.changes = ChangeFeed()
+        self.events = EventHub(settings.event_buffer)
         self.engine = RunEngine(
-            store, registry, settings, worker_name=worker_name, changes=self.changes
+            store,
+            registry,
+            settings,
+            worker_name=worker_name,
+            changes=self.changes,
+            events=self.events,
         )
         self.supervisor = Supervisor(
             store,

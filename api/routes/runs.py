@@ -59,7 +59,7 @@ def _run_response(row: Any, status: int = 200, headers: dict[str, str] | None = 
     return json_response(RunOut, run_data(row), status, {"ETag": etag(row), **(headers or {})})
 
 
-async def _visible_run(state: AppState, principal: Principal, run_id: str) -> Any:
+async def visible_run(state: AppState, principal: Principal, run_id: str) -> Any:
     parsed = parse_uuid(run_id)
     tenant, subject = list_scope(principal)
     row = None
@@ -90,7 +90,7 @@ async def get_run(
     if_none_match: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
     state = app_state(request)
-    row = await _visible_run(state, principal, run_id)
+    row = await visible_run(state, principal, run_id)
     wait = min(wait, state.settings.wait_cap)
     if wait > 0:
         if _matches(if_none_match, etag(row)):
@@ -301,7 +301,7 @@ async def list_steps(
     ] = None,
 ) -> Response:
     state = app_state(request)
-    row = await _visible_run(state, principal, run_id)
+    row = await visible_run(state, principal, run_id)
     after = int(cursor) if cursor is not None else 0
     steps = await state.store.steps(row["id"], after=after, limit=limit + 1)
     more = len(steps) > limit
@@ -325,7 +325,7 @@ async def cancel_run(
     principal: Annotated[Principal, Requires(Permission.run_cancel)],
 ) -> Response:
     state = app_state(request)
-    row = await _visible_run(state, principal, run_id)
+    row = await visible_run(state, principal, run_id)
     if row["status"] in TERMINAL and row["status"] != "cancelled":
         raise Conflict(f"run '{run_id}' already {row['status']}")
     row = await state.store.cancel(row["id"]) or row

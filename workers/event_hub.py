@@ -1,0 +1,114 @@
+"""Live events fanned out to this process's subscribers, each with a bounded buffer.
+
+The hub keeps, per run, the events of the block in progress (the running step's start
+and output, since its last ``step.finished``) so a subscriber arriving mid-step gets
+them; everything before is in the database. A subscriber whose buffer fills up (it
+reads too slowly) is cut off: its buffer is dropped and it is told so, and it resumes
+from the record with ``Last-Event-ID``. No subscriber can grow the server's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import deque
+from collections.abc import Iterator
+
+from core.events import (
+    RUN_FINISHED_EVENT,
+    STEP_FINISHED_EVENT,
+    Event,
+)
+from core.metrics import EVENT_SUBSCRIBERS, EVENT_SUBSCRIBERS_CUT
+
+MAX_CURRENT_EVENTS = 10_000  # of one block kept for late subscribers (chunks are capped too)
+
+
+class Subscription:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.cut = False
+        self._events: deque[Event] = deque()
+        self._ready = asyncio.Event()
+
+    def push(self, event: Event) -> None:
+        if self.cut:
+            return
+        if len(self._events) >= self.limit:
+            self.cut = True
+            self._events.clear()
+            EVENT_SUBSCRIBERS_CUT.inc()
+        else:
+            self._events.append(event)
+        self._ready.set()
+
+    async def next(self, timeout: float) -> Event | None:
+        """The next event; None when ``timeout`` passes first or once cut off."""
+        if not self._events and not self.cut:
+            self._ready.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), timeout)
+        if self._events and not self.cut:
+            return self._events.popleft()
+        return None
+
+
+class _Channel:
+    __slots__ = ("current", "subscribers")
+
+    def __init__(self) -> None:
+        self.subscribers: set[Subscription] = set()
+        self.current: list[Event] = []
+
+
+class EventHub:
+    """The sink of this process's engine, and where its event streams subscribe."""
+
+    def __init__(self, buffer: int = 1000) -> None:
+        self.buffer = buffer
+        self._channels: dict[uuid.UUID, _Channel] = {}
+
+    def publish(self, run_id: uuid.UUID, event: Event) -> None:
+        channel = self._channels.get(run_id)
+        if channel is None:
+            if event.type in (STEP_FINISHED_EVENT, RUN_FINISHED_EVENT):
+                return  # in the record now; nobody needs it held here
+            channel = self._channels[run_id] = _Channel()
+        if event.type == STEP_FINISHED_EVENT:
+            channel.current.clear()
+        elif event.type != RUN_FINISHED_EVENT and len(channel.current) < MAX_CURRENT_EVENTS:
+            channel.current.append(event)
+        for subscriber in channel.subscribers:
+            subscriber.push(event)
+        if not channel.subscribers and (event.type == RUN_FINISHED_EVENT or not channel.current):
+            del self._channels[run_id]
+        elif event.type == RUN_FINISHED_EVENT:
+            channel.current.clear()
+
+    @contextlib.contextmanager
+    def subscribe(self, run_id: uuid.UUID) -> Iterator[Subscription]:
+        """Subscribe before reading the record: nothing published meanwhile is missed."""
+        channel = self._channels.get(run_id)
+        if channel is None:
+            channel = self._channels[run_id] = _Channel()
+        subscription = Subscription(self.buffer)
+        for event in channel.current:
+            subscription.push(event)
+        channel.subscribers.add(subscription)
+        EVENT_SUBSCRIBERS.inc()
+        try:
+            yield subscription
+        finally:
+            channel.subscribers.discard(subscription)
+            EVENT_SUBSCRIBERS.dec()
+            if not channel.subscribers and not channel.current:
+                self._channels.pop(run_id, None)
+
+    def forget(self, run_id: uuid.UUID) -> None:
+        """The run stopped here (paused, lost, ended): its block in progress is void."""
+        channel = self._channels.get(run_id)
+        if channel is not None:
+            channel.current.clear()
+            if not channel.subscribers:
+                del self._channels[run_id]
