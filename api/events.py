@@ -30,9 +30,9 @@ from core.events import (
     replay_output,
     run_finished_id,
 )
-from core.jsonutil import dumps_str, loads
+from core.jsonutil import dumps, loads
 from db.store import TERMINAL, RunStore
-from workers.event_hub import EventHub
+from workers.live import EventSource
 
 PAGE = 500  # steps read from the record at a time
 POLL_MIN, POLL_MAX = 0.5, 5.0
@@ -43,7 +43,7 @@ class RunEventStream:
     def __init__(
         self,
         store: RunStore,
-        hub: EventHub,
+        hub: EventSource,
         run: dict[str, Any],
         *,
         internals: bool,
@@ -58,13 +58,14 @@ class RunEventStream:
         self.last = 0  # the id of the last event sent
         self._steps_read = 0  # the record has been read up to this step
 
-    async def events(self, after: int) -> AsyncIterator[dict[str, str]]:
+    async def events(self, after: int) -> AsyncIterator[bytes]:
         """SSE messages for events with id > ``after``, until ``run.finished``."""
         self.last = after
         self._steps_read = max(block_of(after) - 1, 0)
         with self.hub.subscribe(self.run_id) as live:
             async for message in self._from_record():
                 yield message
+            live.start(self.last)
             poll = POLL_MIN
             while True:
                 if self.run["status"] in TERMINAL:  # and the record is read to its end
@@ -91,7 +92,7 @@ class RunEventStream:
                     self._steps_read = max(self._steps_read, block_of(event.id))
                 yield self._sse(event)
 
-    async def _from_record(self) -> AsyncIterator[dict[str, str]]:
+    async def _from_record(self) -> AsyncIterator[bytes]:
         """What the record holds past the last event sent; refreshes ``self.run``."""
         self.run = dict(await self.store.get(self.run_id) or self.run)
         if self.run["started_at"] is not None and self.last < event_id(1, RUN_STATUS):
@@ -120,30 +121,44 @@ class RunEventStream:
             Event(event_id(seq, STEP_FINISHED), STEP_FINISHED_EVENT, {"row": row}),
         ]
 
-    def _finished(self) -> dict[str, str] | None:
+    def _finished(self) -> bytes | None:
         event_number = run_finished_id(self._steps_read)
         if event_number <= self.last:
             return None
         self.last = event_number
-        data = loads(json_body(RunOut, run_data(self.run)))
-        return {"id": str(event_number), "event": RUN_FINISHED_EVENT, "data": dumps_str(data)}
+        return frame(event_number, RUN_FINISHED_EVENT, json_body(RunOut, run_data(self.run)))
 
-    def _cut(self) -> dict[str, str]:
+    def _cut(self) -> bytes:
         data = {
             "reason": "slow_consumer",
             "message": "this client fell too far behind; reconnect with Last-Event-ID",
             "last_event_id": self.last,
         }
-        return {"event": CUT_EVENT, "data": dumps_str(data)}
+        return frame(None, CUT_EVENT, dumps(data))
 
-    def _sse(self, event: Event) -> dict[str, str]:
+    def _sse(self, event: Event) -> bytes:
+        """The event's wire form, made once per event (and variant) for all its streams."""
         self.last = event.id
-        data: Any = event.data
-        if event.type == STEP_FINISHED_EVENT:
-            data = self._step_json(data["row"])
-        return {"id": str(event.id), "event": event.type, "data": dumps_str(data)}
+        variant = self.internals if event.type == STEP_FINISHED_EVENT else None
+        framed = event.frames.get(variant)
+        if framed is None:
+            if event.type == STEP_FINISHED_EVENT:
+                framed = frame(event.id, event.type, dumps(self._step_json(event.data["row"])))
+            else:
+                framed = frame(event.id, event.type, dumps(event.data))
+            event.frames[variant] = framed
+        return framed
 
     def _step_json(self, row: Any) -> dict[str, Any]:
+        """The step JSON plus its delta; without its output, which the stream has sent
+        chunk by chunk already (a step's output can be megabytes, once per subscriber)."""
         step = loads(json_body(StepOut, step_data(row, internals=self.internals)))
+        step.pop("output", None)
         step["delta"] = public_delta(row.get("delta"))
         return step
+
+
+def frame(number: int | None, kind: str, data: bytes) -> bytes:
+    """One SSE message: compact JSON never holds a line break, so one ``data:`` line."""
+    head = f"id: {number}\r\n" if number is not None else ""
+    return f"{head}event: {kind}\r\ndata: ".encode() + data + b"\r\n\r\n"

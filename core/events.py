@@ -15,7 +15,7 @@ from the database, so ``Last-Event-ID`` resumes anywhere with no gap and no dupl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 STRIDE = 10_000_000
@@ -50,11 +50,18 @@ def output_base(deliveries: int) -> int:
     return 2 + (max(deliveries, 1) - 1) * PER_DELIVERY
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True, eq=False)
 class Event:
     id: int
     type: str
     data: dict[str, Any]
+    # its wire form, by variant (e.g. with or without internals): made once, sent to many
+    frames: dict[Any, bytes] = field(default_factory=dict, repr=False)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return (self.id, self.type, self.data) == (other.id, other.type, other.data)
 
 
 class StepOutput:

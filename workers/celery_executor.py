@@ -26,8 +26,8 @@ from flows.registry import Registry
 from workers.dispatch import Dispatcher, redis_client
 from workers.distributed import Advancer
 from workers.engine import RunEngine, default_worker_name
-from workers.event_hub import EventHub
 from workers.fair_queue import FairQueue, Waiting
+from workers.redis_events import RedisEvents
 from workers.redis_store import CHANGES_CHANNEL, RedisStore
 from workers.supervisor import Supervisor
 
@@ -46,12 +46,12 @@ class CeleryExecutor:
         self.runs = store
         self.registry = registry
         self.changes = ChangeFeed()
-        self.events = EventHub(settings.event_buffer)
         self.redis = redis_client(settings.redis_url)
         broker = settings.broker_url or settings.redis_url
         self.broker = self.redis if broker == settings.redis_url else redis_client(broker)
         self.dispatcher = Dispatcher(self.broker)
         self.live = RedisStore(self.redis, settings) if settings.redis_store else None
+        self.events = RedisEvents(self.redis, settings)
         self.engine = RunEngine(
             store,
             registry,
@@ -165,6 +165,7 @@ class CeleryExecutor:
         self.engine.threads.shutdown(wait=False, cancel_futures=True)
         if self.live is not None:
             await self.live.flush()  # the last steps' Redis applies and notifications
+        await self.events.flush()
         await self.changes.close()
         for client in {id(self.redis): self.redis, id(self.broker): self.broker}.values():
             with contextlib.suppress(Exception):

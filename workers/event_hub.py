@@ -26,11 +26,17 @@ MAX_CURRENT_EVENTS = 10_000  # of one block kept for late subscribers (chunks ar
 
 
 class Subscription:
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, backlog: list[Event] | None = None) -> None:
         self.limit = limit
         self.cut = False
+        # the block in progress when it subscribed: shared with the hub, not a copy, and
+        # not counted against ``limit`` (only what arrives while the client lags is)
+        self._backlog: deque[Event] = deque(backlog or ())
         self._events: deque[Event] = deque()
         self._ready = asyncio.Event()
+
+    def start(self, after: int) -> None:
+        """The stream has read the record up to ``after``; this feed buffers already."""
 
     def push(self, event: Event) -> None:
         if self.cut:
@@ -45,6 +51,8 @@ class Subscription:
 
     async def next(self, timeout: float) -> Event | None:
         """The next event; None when ``timeout`` passes first or once cut off."""
+        if self._backlog and not self.cut:
+            return self._backlog.popleft()
         if not self._events and not self.cut:
             self._ready.clear()
             with contextlib.suppress(TimeoutError):
@@ -92,9 +100,7 @@ class EventHub:
         channel = self._channels.get(run_id)
         if channel is None:
             channel = self._channels[run_id] = _Channel()
-        subscription = Subscription(self.buffer)
-        for event in channel.current:
-            subscription.push(event)
+        subscription = Subscription(self.buffer, channel.current)
         channel.subscribers.add(subscription)
         EVENT_SUBSCRIBERS.inc()
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from core.events import (
@@ -29,6 +30,21 @@ from db.store import StepRecord
 class EventSink(Protocol):
     def publish(self, run_id: uuid.UUID, event: Event) -> None:
         """Called on the event loop, in event id order for a run."""
+
+
+class LiveFeed(Protocol):
+    cut: bool  # the reader fell too far behind: the stream ends, the client resumes
+
+    def start(self, after: int) -> None:
+        """The stream has sent the record up to event ``after``."""
+
+    async def next(self, timeout: float) -> Event | None:
+        """The next live event; None when ``timeout`` passes first."""
+
+
+class EventSource(Protocol):
+    def subscribe(self, run_id: uuid.UUID) -> AbstractContextManager[LiveFeed]:
+        """Enter before reading the record, ``start`` the feed after."""
 
 
 class LiveStep:
