@@ -14,7 +14,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from api.schemas import RunOut, StepOut
+import orjson
+
+from api.schemas import RunOut
 from api.serialize import json_body, public_delta, run_data, step_data
 from core.events import (
     RUN_FINISHED_EVENT,
@@ -30,7 +32,7 @@ from core.events import (
     replay_output,
     run_finished_id,
 )
-from core.jsonutil import dumps, loads
+from core.jsonutil import dumps
 from db.store import TERMINAL, RunStore
 from workers.live import EventSource
 
@@ -86,11 +88,19 @@ class RunEventStream:
                         yield message
                     continue
                 poll = POLL_MIN
-                if event.id <= self.last:
-                    continue
-                if event.type == STEP_FINISHED_EVENT:
-                    self._steps_read = max(self._steps_read, block_of(event.id))
-                yield self._sse(event)
+                # what is queued already goes out in one write
+                frames = []
+                while event is not None and event.type != RUN_FINISHED_EVENT:
+                    if event.id > self.last:
+                        if event.type == STEP_FINISHED_EVENT:
+                            self._steps_read = max(self._steps_read, block_of(event.id))
+                        frames.append(self._sse(event))
+                    event = live.queued()
+                if frames:
+                    yield b"".join(frames)
+                if event is not None:  # run.finished: read the end from the record
+                    async for message in self._from_record():
+                        yield message
 
     async def _from_record(self) -> AsyncIterator[bytes]:
         """What the record holds past the last event sent; refreshes ``self.run``."""
@@ -105,10 +115,10 @@ class RunEventStream:
                 self.run_id, after=self._steps_read, limit=PAGE, delta=True
             )
             for row in rows:
-                for event in self._step_events(row):
-                    if event.id > self.last:
-                        yield self._sse(event)
+                frames = [self._sse(e) for e in self._step_events(row) if e.id > self.last]
                 self._steps_read = row["seq"]
+                if frames:
+                    yield b"".join(frames)
             if len(rows) < PAGE:
                 return
 
@@ -143,7 +153,8 @@ class RunEventStream:
         framed = event.frames.get(variant)
         if framed is None:
             if event.type == STEP_FINISHED_EVENT:
-                framed = frame(event.id, event.type, dumps(self._step_json(event.data["row"])))
+                step = orjson.dumps(self._step_json(event.data["row"]), option=orjson.OPT_UTC_Z)
+                framed = frame(event.id, event.type, step)
             else:
                 framed = frame(event.id, event.type, dumps(event.data))
             event.frames[variant] = framed
@@ -152,8 +163,9 @@ class RunEventStream:
     def _step_json(self, row: Any) -> dict[str, Any]:
         """The step JSON plus its delta; without its output, which the stream has sent
         chunk by chunk already (a step's output can be megabytes, once per subscriber)."""
-        step = loads(json_body(StepOut, step_data(row, internals=self.internals)))
-        step.pop("output", None)
+        step = step_data(row, internals=self.internals)
+        del step["output"]
+        step["duration_ms"] = round(step["duration_ms"], 3)
         step["delta"] = public_delta(row.get("delta"))
         return step
 

@@ -49,6 +49,14 @@ class Subscription:
             self._events.append(event)
         self._ready.set()
 
+    def queued(self) -> Event | None:
+        """The next event if one is waiting already, else None (never waits)."""
+        if self.cut:
+            return None
+        if self._backlog:
+            return self._backlog.popleft()
+        return self._events.popleft() if self._events else None
+
     async def next(self, timeout: float) -> Event | None:
         """The next event; None when ``timeout`` passes first or once cut off."""
         if self._backlog and not self.cut:

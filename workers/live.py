@@ -41,6 +41,9 @@ class LiveFeed(Protocol):
     async def next(self, timeout: float) -> Event | None:
         """The next live event; None when ``timeout`` passes first."""
 
+    def queued(self) -> Event | None:
+        """The next live event if one is here already; never waits."""
+
 
 class EventSource(Protocol):
     def subscribe(self, run_id: uuid.UUID) -> AbstractContextManager[LiveFeed]:

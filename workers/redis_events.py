@@ -49,6 +49,9 @@ class RedisFeed:
     def start(self, after: int) -> None:
         self._position = f"{after}-0"
 
+    def queued(self) -> Event | None:
+        return self._buffer.popleft() if self._buffer else None
+
     async def next(self, timeout: float) -> Event | None:
         if self._buffer:
             return self._buffer.popleft()
@@ -94,7 +97,8 @@ class RedisEvents:
             pipe = self.client.pipeline(transaction=False)
             for run_id, event in batch:
                 key = events_key(run_id)
-                fields: Any = {"t": event.type, "d": orjson.dumps(event.data)}
+                data = orjson.dumps(event.data, option=orjson.OPT_UTC_Z)  # times as the API
+                fields: Any = {"t": event.type, "d": data}
                 pipe.xadd(key, fields, id=f"{event.id}-0", maxlen=MAX_LENGTH, approximate=True)
                 finished = event.type == RUN_FINISHED_EVENT
                 pipe.pexpire(key, self._finished_ttl_ms if finished else self._ttl_ms)
