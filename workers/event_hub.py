@@ -23,6 +23,7 @@ from core.events import (
 from core.metrics import EVENT_SUBSCRIBERS, EVENT_SUBSCRIBERS_CUT
 
 MAX_CURRENT_EVENTS = 10_000  # of one block kept for late subscribers (chunks are capped too)
+FLUSH_DELAY = 0.001  # seconds an event may wait for the next to share its write
 
 
 class Subscription:
@@ -39,14 +40,18 @@ class Subscription:
         """The stream has read the record up to ``after``; this feed buffers already."""
 
     def push(self, event: Event) -> None:
+        """Queue ``event``; the reader is woken by ``wake`` (the hub's flush)."""
         if self.cut:
             return
         if len(self._events) >= self.limit:
             self.cut = True
             self._events.clear()
             EVENT_SUBSCRIBERS_CUT.inc()
+            self._ready.set()
         else:
             self._events.append(event)
+
+    def wake(self) -> None:
         self._ready.set()
 
     def queued(self) -> Event | None:
@@ -59,23 +64,36 @@ class Subscription:
 
     async def next(self, timeout: float) -> Event | None:
         """The next event; None when ``timeout`` passes first or once cut off."""
-        if self._backlog and not self.cut:
-            return self._backlog.popleft()
-        if not self._events and not self.cut:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout
+        while not self.cut:
+            event = self.queued()
+            if event is not None:
+                return event
+            left = until - loop.time()
+            if left <= 0:
+                break
+            # a wake-up may find nothing: what it flushed was taken with queued() already
             self._ready.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), timeout)
-        if self._events and not self.cut:
-            return self._events.popleft()
+                await asyncio.wait_for(self._ready.wait(), left)
         return None
 
 
 class _Channel:
-    __slots__ = ("current", "subscribers")
+    __slots__ = ("current", "flush", "subscribers", "woken")
 
     def __init__(self) -> None:
         self.subscribers: set[Subscription] = set()
         self.current: list[Event] = []
+        self.flush: asyncio.TimerHandle | None = None
+        self.woken = 0.0  # loop time of the last wake-up
+
+    def wake(self) -> None:
+        self.flush = None
+        self.woken = asyncio.get_running_loop().time()
+        for subscriber in self.subscribers:
+            subscriber.wake()
 
 
 class EventHub:
@@ -95,8 +113,18 @@ class EventHub:
             channel.current.clear()
         elif event.type != RUN_FINISHED_EVENT and len(channel.current) < MAX_CURRENT_EVENTS:
             channel.current.append(event)
-        for subscriber in channel.subscribers:
-            subscriber.push(event)
+        if channel.subscribers:
+            for subscriber in channel.subscribers:
+                subscriber.push(event)
+            # The first event after a quiet spell wakes the readers at once; one in a burst
+            # (a fast run's steps, a model's tokens) waits up to FLUSH_DELAY to share a
+            # write with the next instead of waking them once per event.
+            if channel.flush is None:
+                loop = asyncio.get_running_loop()
+                if loop.time() - channel.woken >= FLUSH_DELAY:
+                    channel.wake()
+                else:
+                    channel.flush = loop.call_later(FLUSH_DELAY, channel.wake)
         if not channel.subscribers and (event.type == RUN_FINISHED_EVENT or not channel.current):
             del self._channels[run_id]
         elif event.type == RUN_FINISHED_EVENT:
