@@ -116,7 +116,7 @@ def emit_latency(url: str, headers: dict[str, str]) -> dict[str, float]:
 
 
 def step_cost(url: str, headers: dict[str, str], subscribers: int) -> float:
-    """Milliseconds per step of a 2,000-step run followed by ``subscribers`` streams."""
+    """Milliseconds per step of a 10,000-step run followed by ``subscribers`` streams."""
     body = {"input": {"steps": STEPS, "seconds": 2}}
     run = httpx.post(f"{url}/v1/flows/bench-ticks/runs", json=body, headers=headers).json()
 

@@ -23,7 +23,7 @@ from core.events import (
 from core.metrics import EVENT_SUBSCRIBERS, EVENT_SUBSCRIBERS_CUT
 
 MAX_CURRENT_EVENTS = 10_000  # of one block kept for late subscribers (chunks are capped too)
-FLUSH_DELAY = 0.001  # seconds an event may wait for the next to share its write
+FLUSH_DELAY = 0.005  # seconds an event of a burst may wait for the next to share its write
 
 
 class Subscription:
