@@ -59,11 +59,20 @@ class Cluster(Server):
         return len(live) == self.workers and live <= self.answered
 
     def answering_pid(self) -> int | None:
-        """The pid of the worker process that answers a /readyz on a new connection."""
+        """The pid of the worker process that answers on a new connection: it runs an
+        inline run itself, and its step's ``worker`` (seen by the admin) ends in its pid."""
         try:
-            body = httpx.get(self.url + "/readyz", timeout=2).json()
-            return int(body["checks"]["executor"]["worker"].rsplit(":", 1)[1])
-        except (httpx.HTTPError, ValueError, KeyError):
+            run = httpx.post(
+                self.url + "/v1/flows/hello/runs?wait=10",
+                json={"input": {"name": "who"}},
+                headers=self.headers,
+                timeout=15,
+            ).json()
+            steps = httpx.get(
+                f"{self.url}/v1/runs/{run['id']}/steps", headers=self.headers, timeout=5
+            ).json()
+            return int(steps["items"][0]["worker"].rsplit(":", 1)[1])
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
             return None
 
     def worker_pids(self) -> set[int]:
