@@ -31,6 +31,7 @@ from core.events import (
     event_id,
     replay_output,
     run_finished_id,
+    started_extra,
 )
 from core.jsonutil import dumps
 from db.store import TERMINAL, RunStore
@@ -124,7 +125,7 @@ class RunEventStream:
 
     def _step_events(self, row: Any) -> list[Event]:
         seq, node = row["seq"], row["node"]
-        started = {"seq": seq, "node": node, "attempt": 1}
+        started = {"seq": seq, "node": node, "attempt": 1, **started_extra(row["output"])}
         return [
             Event(event_id(seq, STEP_STARTED), STEP_STARTED_EVENT, started),
             *replay_output(seq, node, row["output"]),

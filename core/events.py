@@ -6,7 +6,8 @@ from the database, so ``Last-Event-ID`` resumes anywhere with no gap and no dupl
 
 - k = 0: ``run.status`` when the run turns running before step ``seq`` (its first claim)
 - k = 1: ``step.started``
-- k = 2 ...: ``node.output`` and ``node.output.reset`` in the order the node emitted them;
+- k = 2 ...: ``node.output``, ``node.output.reset`` and ``node.progress`` (a batch node's
+  items done of its total) in the order they happened;
   a step carried on after its process died starts a block further on (``output_base``),
   with a reset first, so its chunks never reuse the dead attempt's ids
 - k = STRIDE - 2: ``step.finished``
@@ -28,6 +29,7 @@ RUN_STATUS_EVENT = "run.status"
 STEP_STARTED_EVENT = "step.started"
 OUTPUT_EVENT = "node.output"
 RESET_EVENT = "node.output.reset"
+PROGRESS_EVENT = "node.progress"
 STEP_FINISHED_EVENT = "step.finished"
 RUN_FINISHED_EVENT = "run.finished"
 
@@ -70,16 +72,25 @@ class StepOutput:
     Past ``max_bytes`` chunks are dropped and the step's output says it was truncated;
     the node goes on (a stream is a view, never a reason to fail a step)."""
 
-    def __init__(self, seq: int, node: str, base: int, max_bytes: int) -> None:
+    def __init__(
+        self,
+        seq: int,
+        node: str,
+        base: int,
+        max_bytes: int,
+        started: dict[str, Any] | None = None,
+    ) -> None:
         self.seq = seq
         self.node = node
+        self.started = started  # what step.started carried beyond seq, node, attempt
         self.attempt = 1
         self.max_bytes = max_bytes
         self.bytes = 0
         self.truncated = False
         self._k = base
         self._last = base + PER_DELIVERY - 1
-        self.events: list[list[Any]] = []  # [k, attempt, chunk] or [k, attempt] (a reset)
+        # [k, attempt, chunk], [k, attempt] (a reset) or [k, attempt, done, total] (progress)
+        self.events: list[list[Any]] = []
 
     def chunk(self, chunk: Any, size: int) -> Event | None:
         if self.truncated or self.bytes + size > self.max_bytes or self._k >= self._last:
@@ -100,6 +111,14 @@ class StepOutput:
         self.events.append([k, attempt])
         return Event(event_id(self.seq, k), RESET_EVENT, {"seq": self.seq, "attempt": attempt})
 
+    def progress(self, done: int, total: int) -> Event | None:
+        if self._k >= self._last:
+            return None
+        k = self._next()
+        self.events.append([k, self.attempt, done, total])
+        data = {"seq": self.seq, "node": self.node, "done": done, "total": total}
+        return Event(event_id(self.seq, k), PROGRESS_EVENT, data)
+
     def _next(self) -> int:
         k = self._k
         self._k += 1
@@ -107,9 +126,12 @@ class StepOutput:
 
     def record(self) -> dict[str, Any] | None:
         """The ``steps.output`` value: None when the node streamed nothing."""
-        if not self.events:
+        if not self.events and not self.started:
             return None
-        return {"events": self.events, "truncated": self.truncated}
+        record: dict[str, Any] = {"events": self.events, "truncated": self.truncated}
+        if self.started:
+            record["started"] = self.started
+        return record
 
 
 def replay_output(seq: int, node: str, output: dict[str, Any] | None) -> list[Event]:
@@ -120,10 +142,19 @@ def replay_output(seq: int, node: str, output: dict[str, Any] | None) -> list[Ev
             k, attempt, chunk = item
             data = {"seq": seq, "node": node, "attempt": attempt, "chunk": chunk}
             events.append(Event(event_id(seq, k), OUTPUT_EVENT, data))
+        elif len(item) == 4:
+            k, _, done, total = item
+            data = {"seq": seq, "node": node, "done": done, "total": total}
+            events.append(Event(event_id(seq, k), PROGRESS_EVENT, data))
         else:
             k, attempt = item
             events.append(Event(event_id(seq, k), RESET_EVENT, {"seq": seq, "attempt": attempt}))
     return events
+
+
+def started_extra(output: dict[str, Any] | None) -> dict[str, Any]:
+    """What a committed step's ``step.started`` carried beyond seq, node and attempt."""
+    return (output or {}).get("started") or {}
 
 
 def final_chunks(output: dict[str, Any] | None) -> list[Any]:
@@ -132,6 +163,6 @@ def final_chunks(output: dict[str, Any] | None) -> list[Any]:
     for item in (output or {}).get("events", []):
         if len(item) == 3:
             chunks.append(item[2])
-        else:
+        elif len(item) == 2:
             chunks = []
     return chunks

@@ -197,3 +197,30 @@ def test_two_hundred_subscribers_and_one_that_reads_nothing(server_factory) -> N
     cut = [line for line in metrics.splitlines() if line.startswith(name)]
     assert cut and float(cut[0].split()[-1]) >= 1, cut  # the one reading nothing was cut off
     assert (peak[0] - before) / 1024 < 100, (before, peak)  # MB
+
+
+@pytest.mark.parametrize(
+    ("flow", "body"),
+    [
+        ("wordcount", {"documents": ["a b", "b c", "c d e", "the end", "x"], "chunk_size": 2}),
+        ("fanout", {"items": ["x", "y", "z", "w"], "delay": 0.05}),
+    ],
+)
+def test_batches_report_their_progress_live_and_replayed(server: Server, flow, body) -> None:
+    with server.client() as client:
+        run = client.post(f"/v1/flows/{flow}/runs", json={"input": body, "mode": "background"})
+        run = run.json()
+        live = read(client, run["id"])
+        replayed = read(client, run["id"])
+    assert replayed == live
+    progress = [d for _, kind, d in live if kind == "node.progress"]
+    assert progress, "a batch node reports items done"
+    by_step: dict[int, list[tuple[int, int]]] = {}
+    for item in progress:
+        by_step.setdefault(item["seq"], []).append((item["done"], item["total"]))
+    for seq, seen in by_step.items():
+        total = seen[0][1]
+        assert seen == [(i, total) for i in range(1, total + 1)], (seq, seen)
+    if flow == "wordcount":  # a BatchFlow: each pass's step says which item of how many
+        passes = [d["batch"] for _, kind, d in live if kind == "step.started" and "batch" in d]
+        assert passes == [{"item": i, "items": 3} for i in (1, 2, 3)], passes

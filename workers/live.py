@@ -76,7 +76,7 @@ class LiveStep:
     def started(self, node: str, extra: dict[str, Any] | None = None) -> None:
         """The step's leaf node is known: publish ``step.started``, and a reset first when
         this delivery carries on a step an earlier process began (its base is past 2)."""
-        self.output = StepOutput(self.seq, node, self._base, self._max_bytes)
+        self.output = StepOutput(self.seq, node, self._base, self._max_bytes, extra)
         data = {"seq": self.seq, "node": node, "attempt": 1, **(extra or {})}
         self._send(Event(event_id(self.seq, STEP_STARTED), STEP_STARTED_EVENT, data))
         if self._base > 2:
@@ -87,6 +87,15 @@ class LiveStep:
             if self._closed or self.output is None:
                 return
             event = self.output.chunk(chunk, size)
+        if event is not None:
+            self._send(event)
+
+    def progress(self, done: int, total: int) -> None:
+        """A batch node finished ``done`` of its ``total`` items."""
+        with self._lock:
+            if self._closed or self.output is None:
+                return
+            event = self.output.progress(done, total)
         if event is not None:
             self._send(event)
 

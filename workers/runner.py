@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pocketflow import BaseNode, Flow
+from pocketflow import AsyncBatchNode, BaseNode, BatchNode, Flow
 
 from core.context import set_emitter, set_step_key
 from core.jsonutil import roundtrip
@@ -92,6 +92,7 @@ class _Counter:
 
     def __init__(self, node: BaseNode, is_async: bool, live: LiveStep | None = None) -> None:
         self.calls = 0
+        item_done = _batch_items(node, is_async, live)
         if is_async and hasattr(node, "exec_async"):
             original = node.exec_async
             tries: dict[int, int] = {}
@@ -113,6 +114,7 @@ class _Counter:
                         tries[task] = retry + 1
                     raise
                 tries.pop(task, None)
+                item_done()
                 return result
 
             node.exec_async = counted_async  # type: ignore[method-assign]
@@ -124,9 +126,61 @@ class _Counter:
                 retry = getattr(node, "cur_retry", 0)
                 if retry and live is not None:
                     live.retry(retry + 1)
-                return original_sync(prep_res)
+                result = original_sync(prep_res)
+                item_done()
+                return result
 
             node.exec = counted  # type: ignore[method-assign]
+
+
+def _batch_items(node: BaseNode, is_async: bool, live: LiveStep | None) -> Callable[[], None]:
+    """For a batch node with a live stream: count its items as each one ends (by exec or
+    by its fallback) and publish ``node.progress``; the callable marks one item done."""
+    if live is None or not isinstance(node, (BatchNode, AsyncBatchNode)):
+        return _nothing
+    counts = [0, 0]  # done, total
+    batch_exec = node._exec
+
+    def done() -> None:
+        counts[0] += 1
+        live.progress(counts[0], counts[1])
+
+    if is_async:
+
+        async def exec_all_async(items: Any) -> Any:
+            counts[1] = len(items or [])
+            return await batch_exec(items)
+
+        node._exec = exec_all_async  # type: ignore[method-assign]
+    else:
+
+        def exec_all(items: Any) -> Any:
+            counts[1] = len(items or [])
+            return batch_exec(items)
+
+        node._exec = exec_all  # type: ignore[method-assign]
+    fallback = node.exec_fallback_async if is_async else node.exec_fallback
+    if is_async:
+
+        async def fallback_async(prep_res: Any, exc: Exception) -> Any:
+            result = await fallback(prep_res, exc)
+            done()
+            return result
+
+        node.exec_fallback_async = fallback_async  # type: ignore[method-assign]
+    else:
+
+        def fallback_sync(prep_res: Any, exc: Exception) -> Any:
+            result = fallback(prep_res, exc)
+            done()
+            return result
+
+        node.exec_fallback = fallback_sync  # type: ignore[method-assign]
+    return done
+
+
+def _nothing() -> None:
+    return None
 
 
 def _json(value: Any, what: str, node: str) -> Any:
