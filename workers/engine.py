@@ -29,6 +29,7 @@ from workers.history import History, encoded
 from workers.runner import Limits, StepError, StepResult, StepRunner
 from workers.store import SharedStore, StoreError
 from workers.threads import StepThreads
+from workers.tracebacks import last_line
 
 log = structlog.get_logger("pocketrun.engine")
 
@@ -328,7 +329,13 @@ class RunEngine:
             None,
         )
         status = "timed_out" if error.status == "timed_out" else "failed"
-        log.info("step failed", node=error.node, error=error.type)
+        where: dict[str, Any] = {}
+        if error.traceback is not None:
+            where = {
+                "raised_at": error.traceback.raised_at,
+                "traceback": last_line(error.traceback.text),
+            }
+        log.info("step failed", node=error.node, error=error.type, **where)
         return await self._end(claimed, now, seq, status, error.to_json(), step)
 
     async def _end(
