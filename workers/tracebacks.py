@@ -20,7 +20,7 @@ from pathlib import Path
 import pocketflow
 
 MAX_FRAMES = 30  # the innermost ones: where it raised
-MAX_CHARS = 8000  # what one step's error may keep of it
+MAX_CHARS = 8000  # what one step's error keeps of it (and about 40 characters more)
 _INTERNAL_DIRS = tuple(
     str(Path(module.__file__).resolve().parent) + os.sep
     for module in (pocketflow, asyncio, concurrent.futures, sys.modules[__package__])
@@ -72,10 +72,9 @@ def node_traceback(exc: BaseException) -> NodeTraceback:
     innermost = summary.stack[-1] if summary.stack else None
     raised_at = f"{innermost.filename}:{innermost.lineno}" if innermost else None
     text = _storable("".join(summary.format()))
-    if len(text) > MAX_CHARS:  # keep the end: the frame that raised and the exception
-        tail = text[-MAX_CHARS:]
-        tail = tail[tail.find("\n") + 1 :]  # from a whole line on
-        text = "Traceback (most recent call last):\n  ...\n" + tail
+    if len(text) > MAX_CHARS:  # a huge message: keep the frames and both ends of it
+        half = MAX_CHARS // 2
+        text = f"{text[:half]}\n... {len(text) - 2 * half} characters cut ...\n{text[-half:]}"
     return NodeTraceback(text, raised_at)
 
 
