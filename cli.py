@@ -50,21 +50,18 @@ def _settings() -> Settings:
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address")] = None,
     port: Annotated[int | None, typer.Option(help="Port")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, max=256, help="API processes sharing the port; one that dies is replaced"
+        ),
+    ] = 1,
 ) -> None:
     """Run the API with its executor (the embedded default needs no other services)."""
-    import uvicorn
-
-    from api.app import create_app
+    from api.serving import serve as run_server
 
     settings = _settings()
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.drain_grace) + 5,
-    )
+    run_server(settings, host=host or settings.host, port=port or settings.port, workers=workers)
 
 
 @app.command()

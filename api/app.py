@@ -11,8 +11,10 @@ from fastapi import FastAPI
 
 from api import hardening, problems
 from api.admission import Admission
+from api.cluster import end_with_supervisor
+from api.draining import Drain
 from api.middleware import RequestMiddleware
-from api.routes import flows, health, runs
+from api.routes import events, flows, health, runs
 from api.security import start_security
 from api.state import AppState
 from core.logging import configure_logging
@@ -42,19 +44,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = AppState(settings, store, registry, executor, Admission(store, settings))
         app.state.pocketrun = state
         app.state.security = await start_security(settings, store)
+
+        async def drain_executor() -> None:
+            state.draining.set()
+            await executor.changes.close()  # wakes every long poll: each answers at once
+            await executor.stop()
+
+        drain = Drain(drain_executor, settings.drain_grace)
         await executor.start()
         # Everything built at start lives as long as the process: keep the collector from
         # walking it again on every collection.
         gc.freeze()
         log.info("pocketrun ready", executor=executor.name, flows=len(registry.all()))
-        try:
-            yield
-        finally:
-            log.info("draining")
-            await executor.stop()
-            for task in list(state.tasks):
-                task.cancel()
-            await store.close()
+        with drain.on_signals():
+            end_with_supervisor()
+            try:
+                yield
+            finally:
+                await drain.finish()
+                for task in list(state.tasks):
+                    task.cancel()
+                await store.close()
 
     app = FastAPI(
         title="pocketrun",
@@ -66,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(flows.router)
     app.include_router(runs.router)
+    app.include_router(events.router)
     hardening.install(app, settings)  # keys and audit routes, security middleware, CORS
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

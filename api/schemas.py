@@ -152,6 +152,10 @@ class StepOut(BaseModel):
         description="The worker's name; null without the flows:internals permission"
     )
     error: ErrorOut | None
+    output: list[Any] | None = Field(
+        default=None,
+        description="What the node streamed with emit(), its committed attempt's chunks",
+    )
     delta: DeltaOut | None = Field(
         default=None,
         description="What the step did to the shared store: on one step, and on the list "

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
+from core.events import final_chunks
 from flows.registry import FlowSpec
 
 JSON = "application/json"
@@ -70,16 +71,6 @@ def error_data(error: Mapping[str, Any] | None, *, debug: bool) -> Mapping[str, 
     return {key: value for key, value in error.items() if key != "traceback"}
 
 
-def delta_data(delta: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A stored delta (``set``, ``add``, ``del``; None: nothing changed) in the API's names."""
-    delta = delta or {}
-    return {
-        "set": delta.get("set", {}),
-        "deleted": delta.get("del", []),
-        "appended": delta.get("add", {}),
-    }
-
-
 def step_data(
     row: Row, *, internals: bool = True, debug: bool = False, delta: bool = False
 ) -> dict[str, Any]:
@@ -98,7 +89,20 @@ def step_data(
         "duration_ms": round(row["duration_ms"], 3),
         "worker": row["worker"] if internals else None,
         "error": error_data(row["error"], debug=debug),
-        "delta": delta_data(row["delta"]) if delta else None,
+        "delta": public_delta(row["delta"]) if delta else None,
+        "output": final_chunks(row["output"]) if row.get("output") else None,
+    }
+
+
+def public_delta(delta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A stored delta (``set``, ``add``, ``del``; None: nothing changed) as the API shows
+    it: keys set (whole values), keys deleted, and items appended to lists (``appended``:
+    only the new items). One shape for the steps API and ``step.finished``."""
+    delta = delta or {}
+    return {
+        "set": delta.get("set", {}),
+        "deleted": delta.get("del", []),
+        "appended": delta.get("add", {}),
     }
 
 

@@ -22,6 +22,7 @@ class AppState:
     executor: Executor
     admission: Admission
     tasks: set[asyncio.Task] = field(default_factory=set)
+    draining: asyncio.Event = field(default_factory=asyncio.Event)  # long polls answer now
 
     def spawn(self, coro) -> asyncio.Task:
         """A task that outlives the request that started it."""
@@ -34,8 +35,8 @@ class AppState:
         self, run_id: uuid.UUID, timeout: float, *, since_version: int | None = None
     ) -> None:
         """Return when the run's version passes ``since_version`` (or, without it, when the
-        run is terminal), or when ``timeout`` runs out. Polls the database as a backstop, so
-        changes made by other processes are seen too."""
+        run is terminal), or when ``timeout`` runs out, or when the process starts draining.
+        Polls the database as a backstop, so changes made by other processes are seen too."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -49,7 +50,7 @@ class AppState:
                 if since_version is None and status in TERMINAL:
                     return
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or self.draining.is_set():
                     return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), min(remaining, 0.5))

@@ -3,8 +3,9 @@
 1. A victim tenant's submit-to-finish times, alone and while another tenant floods: the
    flooder keeps 50 inline runs and a stream of background runs going (as many as its
    unfinished-run limit lets in; its 429s are counted), the victim submits one-node
-   ``hello`` runs one after another with ``?wait``, 20 a second at most. Reported: p50/p99 as the victim's
-   client sees them (request to finished answer) and as the database records them
+   ``hello`` runs one after another with ``?wait``, 20 a second at most. Reported:
+   p50/p99 as the victim's client sees them (request to finished answer) and as the
+   database records them
    (created_at to finished_at), and the loaded/unloaded p99 ratio (aim: within 2x).
 2. Memory: the server's resident set before and at its peak (VmHWM) while 200 clients
    read a 10,000-step run's steps at once, each paging through all of it.

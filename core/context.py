@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
+from typing import Any
+
+import orjson
 
 _step_key: ContextVar[str | None] = ContextVar("pocketrun_step_key", default=None)
+# Set by the engine around a node's calls: takes a chunk and its size in bytes.
+_emitter: ContextVar[Callable[[Any, int], None] | None] = ContextVar(
+    "pocketrun_emitter", default=None
+)
 
 
 def step_key() -> str | None:
@@ -14,3 +22,20 @@ def step_key() -> str | None:
 
 def set_step_key(key: str | None) -> None:
     _step_key.set(key)
+
+
+def emit(chunk: Any) -> None:
+    """Stream ``chunk`` (a string or a JSON value) to the run's event stream now, before
+    the step commits. Outside pocketrun, or when nobody could listen, it does nothing."""
+    emitter = _emitter.get()
+    if emitter is None:
+        return
+    try:
+        size = len(orjson.dumps(chunk))
+    except TypeError as exc:
+        raise TypeError(f"emit() takes a string or a JSON value: {exc}") from None
+    emitter(chunk, size)
+
+
+def set_emitter(emitter: Callable[[Any, int], None] | None) -> None:
+    _emitter.set(emitter)

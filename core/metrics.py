@@ -30,6 +30,13 @@ SUPERVISOR_FAILURES = Counter(
 CHANGE_WAITERS = Gauge(
     "pocketrun_change_waiters", "Runs with a long poll waiting on a change in this process"
 )
+EVENT_SUBSCRIBERS = Gauge(
+    "pocketrun_event_subscribers", "Event streams open on this process (GET /v1/runs/{id}/events)"
+)
+EVENT_SUBSCRIBERS_CUT = Counter(
+    "pocketrun_event_subscribers_cut_total",
+    "Event streams cut off because their client fell EVENT_BUFFER events behind",
+)
 RUNS_DELETED = Counter(
     "pocketrun_runs_deleted_total", "Finished runs deleted after RETENTION_DAYS (retention)"
 )

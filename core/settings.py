@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     # Threads a process may start to replace ones stuck in hung sync nodes; /readyz warns
     # at four fifths of it and fails at it.
     max_abandoned_threads: int = Field(default=256, ge=1)
+    max_step_output_bytes: int = Field(default=1024 * 1024, ge=0)  # what emit() streams a step
+    event_buffer: int = Field(default=1000, ge=10)  # events a slow subscriber may fall behind
     lease_ttl: float = Field(default=15.0, gt=0)
     sweep_interval: float = Field(default=2.0, gt=0)
     drain_grace: float = Field(default=20.0, ge=0)

@@ -74,6 +74,7 @@ STEP_COLUMNS = [
     steps.c.duration_ms,
     steps.c.worker,
     steps.c.error,
+    steps.c.output,
 ]
 
 _MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
@@ -281,9 +282,9 @@ class CoreStore(RunStore):
             return list((await conn.execute(query)).mappings().all())
 
     async def steps(
-        self, run_id: uuid.UUID, *, after: int = 0, limit: int | None = None, deltas: bool = False
+        self, run_id: uuid.UUID, *, after: int = 0, limit: int | None = None, delta: bool = False
     ) -> list[Mapping[str, Any]]:
-        columns = [*STEP_COLUMNS, steps.c.delta] if deltas else STEP_COLUMNS
+        columns = [*STEP_COLUMNS, steps.c.delta] if delta else STEP_COLUMNS
         query = (
             select(*columns)
             .where(steps.c.run_id == run_id, steps.c.seq > after)

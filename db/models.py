@@ -111,6 +111,9 @@ class Step(Base):
     # The cursor after this step (SQLite: a trigger applies it to the run, see 0004).
     cursor: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
     next_node: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # What the node streamed (core.context.emit): [[event k, attempt, chunk] or [k, attempt]
+    # for a reset, ...] under "events"; see core/events.py.
+    output: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
 
 
 class IdempotencyKey(Base):

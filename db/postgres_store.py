@@ -246,6 +246,7 @@ class PostgresStore(CoreStore):
                 step.delta,
                 step.cursor,
                 step.next_node,
+                step.output,
             ]
         async with self._connections.connection() as conn:
             row = await conn.fetchrow(sql, *args)

@@ -58,8 +58,8 @@ RETURNING id, flow, flow_version, graph_hash, status, seq, cursor, state, state_
 # -- insert_step: the step a checkpoint commits (only after its fenced UPDATE held)
 INSERT_STEP = """
 INSERT INTO steps (run_id, seq, node, status, attempts, action, started_at, finished_at,
-    duration_ms, worker, error, delta, cursor, next_node)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    duration_ms, worker, error, delta, cursor, next_node, output)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 # -- purge_runs: which of the runs (a JSON array of ids) are finished and ended before the
@@ -391,4 +391,5 @@ def _step_params(run_id: uuid.UUID, step: StepRecord) -> tuple[Any, ...]:
         _json(step.delta),
         _json(step.cursor),
         step.next_node,
+        _json(step.output),
     )

@@ -101,6 +101,7 @@ class StepRecord:
     cursor: Any = None  # the cursor after the step (None on a run's last or failed step)
     next_node: str | None = None
     history_bytes: int = 0  # the bytes of delta and cursor, added to the run's total
+    output: Any = None  # the stream events the node emitted (core/events.py), or None
 
     @property
     def duration_ms(self) -> float:
@@ -183,10 +184,10 @@ class RunStore(ABC):
 
     @abstractmethod
     async def steps(
-        self, run_id: uuid.UUID, *, after: int = 0, limit: int | None = None, deltas: bool = False
+        self, run_id: uuid.UUID, *, after: int = 0, limit: int | None = None, delta: bool = False
     ) -> list[Mapping[str, Any]]:
         """The run's steps with ``seq > after`` in seq order, at most ``limit`` of them;
-        with ``deltas``, each with its ``delta`` (None: the step changed nothing)."""
+        ``delta``: with each step's changes to the shared store."""
 
     @abstractmethod
     async def count_unfinished(self, tenant: str) -> int:

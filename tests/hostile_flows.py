@@ -2,7 +2,8 @@
 
 ``hang`` calls a sync node whose exec never returns (step_timeout=1); ``hang-prep`` is a
 flow whose own prep never returns; ``nap`` sleeps ``seconds`` in one sync node (for
-keeping slots busy); ``pair`` runs two such naps, so it can time-slice between them.
+keeping slots busy); ``pair`` runs two such naps, so it can time-slice between them;
+``chatter`` streams many chunks (for event stream load).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 
 from pocketflow import Flow, Node
 
+from core.context import emit
 from flows.registry import register
 from nodes.control import Sleep
 
@@ -52,12 +54,35 @@ def pair() -> Flow:
     return Flow(start=first)
 
 
-class Clock(Node):
-    def post(self, shared, prep_res, exec_res):
-        shared["finished"] = time.time()
+class Chatter(Node):
+    """Emits ``chunks`` strings of ``size`` bytes, pausing ``pause`` s every ``pause_every``."""
+
+    def prep(self, shared):
+        return shared
+
+    def exec(self, p):
+        text = "x" * int(p.get("size", 100))
+        every = int(p.get("pause_every", 0))
+        for i in range(int(p.get("chunks", 10))):
+            emit(text)
+            if every and (i + 1) % every == 0:
+                time.sleep(float(p.get("pause", 0.01)))
+
+
+def chatter() -> Flow:
+    return Flow(start=Chatter())
+
+
+def nap_chatter() -> Flow:
+    """A nap first (subscribers gather), then the chatter."""
+    first = Sleep()
+    first >> Chatter()
+    return Flow(start=first)
 
 
 register("hang", hang, step_timeout=1, mode="background")
 register("hang-prep", hang_prep, step_timeout=1, mode="background")
 register("nap", nap, mode="background")
 register("pair", pair, mode="background")
+register("chatter", chatter, mode="background")
+register("nap-chatter", nap_chatter, mode="background")

@@ -37,6 +37,7 @@ TABLE: dict[tuple[str, str], tuple[Permission, dict[str, Any]]] = {
     ("GET", "/v1/runs/{run_id}/steps"): (Permission.run_read, {}),
     ("GET", "/v1/runs/{run_id}/steps/{seq}"): (Permission.run_read, {}),
     ("GET", "/v1/runs/{run_id}/state"): (Permission.run_internals, {"consumer": DENIED}),
+    ("GET", "/v1/runs/{run_id}/events"): (Permission.run_read, {}),
     ("POST", "/v1/runs/{run_id}/cancel"): (Permission.run_cancel, {}),
     ("POST", "/v1/keys"): (
         Permission.key_create,

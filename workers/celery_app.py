@@ -40,6 +40,7 @@ from flows.registry import load_flows
 from workers.dispatch import PRIORITY_SEP, PRIORITY_STEPS, TASK_NAME, Dispatcher, redis_client
 from workers.distributed import Advancer
 from workers.engine import RunEngine, default_worker_name
+from workers.redis_events import RedisEvents
 from workers.redis_store import RedisStore
 from workers.supervisor import Registration, Supervisor
 from workers.threads import StepThreads
@@ -161,6 +162,7 @@ class WorkerProcess:
             if self.redis is not None and settings.redis_store
             else None
         )
+        self.events = RedisEvents(self.redis, settings) if self.redis is not None else None
         self.engine = RunEngine(
             self.runs,
             self.registry,
@@ -169,6 +171,7 @@ class WorkerProcess:
             threads=StepThreads(4),
             on_commit=self.live.notify if self.live is not None else None,
             store_sync=self.live,
+            events=self.events,
         )
         self.advancer = Advancer(self.engine, Dispatcher(self.broker), self.registry, settings)
         self.heartbeat = Heartbeat(self)
@@ -184,6 +187,8 @@ class WorkerProcess:
             outcome = self.loop.run_until_complete(main)
             if self.live is not None:
                 self.loop.run_until_complete(self.live.flush())
+            if self.events is not None:
+                self.loop.run_until_complete(self.events.flush())
             return outcome
         except StepTimeLimit:
             log.warning("task time limit: ending the run timed_out", run_id=run_id)

@@ -27,6 +27,7 @@ from workers.dispatch import Dispatcher, redis_client
 from workers.distributed import Advancer
 from workers.engine import RunEngine, default_worker_name
 from workers.fair_queue import FairQueue, Waiting
+from workers.redis_events import RedisEvents
 from workers.redis_store import CHANGES_CHANNEL, RedisStore
 from workers.supervisor import Supervisor
 
@@ -50,6 +51,7 @@ class CeleryExecutor:
         self.broker = self.redis if broker == settings.redis_url else redis_client(broker)
         self.dispatcher = Dispatcher(self.broker)
         self.live = RedisStore(self.redis, settings) if settings.redis_store else None
+        self.events = RedisEvents(self.redis, settings)
         self.engine = RunEngine(
             store,
             registry,
@@ -58,6 +60,7 @@ class CeleryExecutor:
             changes=self.changes,
             on_commit=self.live.notify if self.live is not None else None,
             store_sync=self.live,
+            events=self.events,
         )
         self.advancer = Advancer(self.engine, self.dispatcher, registry, settings)
         # Inline runs only: their leases and slots (the workers sweep for everyone).
@@ -162,6 +165,7 @@ class CeleryExecutor:
         self.engine.threads.shutdown(wait=False, cancel_futures=True)
         if self.live is not None:
             await self.live.flush()  # the last steps' Redis applies and notifications
+        await self.events.flush()
         await self.changes.close()
         for client in {id(self.redis): self.redis, id(self.broker): self.broker}.values():
             with contextlib.suppress(Exception):

@@ -19,6 +19,15 @@ import structlog
 
 from core.changes import ChangeFeed
 from core.errors import FlowDefinitionError
+from core.events import (
+    RUN_FINISHED_EVENT,
+    RUN_STATUS,
+    RUN_STATUS_EVENT,
+    Event,
+    event_id,
+    output_base,
+    run_finished_id,
+)
 from core.metrics import RUNS_FINISHED, STEP_SECONDS
 from core.settings import Settings
 from db.store import Claimed, LeaseLost, RunStore, StepRecord
@@ -26,6 +35,7 @@ from flows.compiler import first_leaf
 from flows.registry import FlowSpec, Registry
 from workers.cursor import Cursor
 from workers.history import History, encoded
+from workers.live import EventSink, LiveStep, step_finished_event
 from workers.runner import Limits, StepError, StepResult, StepRunner
 from workers.store import SharedStore, StoreError
 from workers.threads import StepThreads
@@ -91,8 +101,10 @@ class RunEngine:
         threads: StepThreads | None = None,
         on_commit: Callable[[uuid.UUID], None] | None = None,
         store_sync: Any | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self.store = store
+        self.events = events  # where live events go (workers.live); None: nowhere
         # Optional live copy of the stores elsewhere (workers.redis_store.RedisStore):
         # load(claimed, rebuild) -> SharedStore, committed(run_id, old_seq, new_seq, delta,
         # store, done) after each commit, ended(run_id) when the run ends.
@@ -183,6 +195,9 @@ class RunEngine:
             store = await self._load_store(claimed)
         cursor = Cursor.from_json(claimed.cursor)
         self._published(run_id)  # the claim made it running
+        if self.events is not None and claimed.seq == 0:
+            data = {"status": "running", "current_node": first_leaf(graph, cursor.next)}
+            self.events.publish(run_id, Event(event_id(1, RUN_STATUS), RUN_STATUS_EVENT, data))
         inline = spec.sync_nodes == "loop"  # no thread hop; no timeout can cut them short
         runner = StepRunner(graph, self.threads, str(run_id), clock=now, inline_sync=inline)
         lease = LeaseRenewal(self.settings.lease_ttl)
@@ -219,7 +234,14 @@ class RunEngine:
             structlog.contextvars.bind_contextvars(step=seq + 1)
             began = loop.time()
             limits = _step_limits(spec, claimed, now(), began)
-            result = await runner.step(cursor, store.working_copy(), seq + 1, limits)
+            live = None
+            if self.events is not None:
+                # the claim's first step may be a redo: its output starts a block further on
+                base = output_base(claimed.deliveries if seq == claimed.seq else 1)
+                max_output = self.settings.max_step_output_bytes
+                live = LiveStep(self.events, run_id, seq + 1, base, max_output)
+            result = await runner.step(cursor, store.working_copy(), seq + 1, limits, live)
+            output = live.close() if live is not None else None
             if result.error is not None:
                 error = result.error
                 if error.type == "run_timeout":
@@ -227,22 +249,23 @@ class RunEngine:
                     error = StepError(
                         "run_timeout", deadline["message"], error.node, "timed_out", error.attempts
                     )
-                return await self._fail_step(claimed, seq, result, error, now)
+                return await self._fail_step(claimed, seq, result, error, now, output)
             try:
                 delta = store.diff(result.shared, result.node or "")
             except StoreError as exc:
                 error = StepError(exc.type, exc.message, result.node or "")
-                return await self._fail_step(claimed, seq, result, error, now)
+                return await self._fail_step(claimed, seq, result, error, now, output)
             done = result.cursor.done
             # encoded once here: the bytes are counted and the stores write them as they are
             step_delta, delta_bytes = encoded(delta.to_json())
             step_cursor, cursor_bytes = encoded(None if done else result.cursor.to_json())
-            step_bytes = delta_bytes + cursor_bytes
+            step_output, output_bytes = encoded(output)
+            step_bytes = delta_bytes + cursor_bytes + output_bytes
             if result.node is not None:
                 if not history.fits(step_bytes):
                     message = history.overflow_message(result.node, step_bytes)
                     error = StepError("history_too_large", message, result.node)
-                    return await self._fail_step(claimed, seq, result, error, now)
+                    return await self._fail_step(claimed, seq, result, error, now, output)
                 new_seq = seq + 1
                 step = StepRecord(
                     new_seq,
@@ -256,6 +279,7 @@ class RunEngine:
                     None,
                     step_delta,
                     history_bytes=step_bytes,
+                    output=step_output,
                 )
             else:
                 new_seq, step = seq, None
@@ -281,11 +305,26 @@ class RunEngine:
             seq = new_seq
             cursor = result.cursor
             self._published(run_id)
+            if step is not None:
+                self._step_finished(run_id, step, output, delta.to_json())
             if done:
+                self._run_finished(run_id, seq)
                 RUNS_FINISHED.labels(claimed.flow, "succeeded").inc()
                 return Outcome.finished
             if cancel:
                 return await self._end(claimed, now, seq, "cancelled", _cancelled(cursor.next))
+
+    def _step_finished(
+        self, run_id: uuid.UUID, step: StepRecord, output: Any = None, delta: Any = None
+    ) -> None:
+        if self.events is not None:
+            self.events.publish(run_id, step_finished_event(step, output, delta))
+
+    def _run_finished(self, run_id: uuid.UUID, last_seq: int) -> None:
+        """The stream's last event; its subscribers read the finished run from the record."""
+        if self.events is not None:
+            event = Event(run_finished_id(last_seq), RUN_FINISHED_EVENT, {"seq": last_seq})
+            self.events.publish(run_id, event)
 
     async def _load_store(self, claimed: Claimed) -> SharedStore:
         limit = self.settings.max_store_bytes
@@ -314,7 +353,13 @@ class RunEngine:
         }
 
     async def _fail_step(
-        self, claimed: Claimed, seq: int, result: StepResult, error: StepError, now: DatabaseClock
+        self,
+        claimed: Claimed,
+        seq: int,
+        result: StepResult,
+        error: StepError,
+        now: DatabaseClock,
+        output: dict[str, Any] | None = None,
     ) -> Outcome:
         step = StepRecord(
             seq + 1,
@@ -327,6 +372,7 @@ class RunEngine:
             self.worker,
             error.to_json(),
             None,
+            output=output,
         )
         status = "timed_out" if error.status == "timed_out" else "failed"
         where: dict[str, Any] = {}
@@ -360,6 +406,9 @@ class RunEngine:
         if self.store_sync is not None:
             await self.store_sync.ended(run_id)
         self._published(run_id)
+        if step is not None:
+            self._step_finished(run_id, step, step.output)
+        self._run_finished(run_id, step.seq if step is not None else seq)
         RUNS_FINISHED.labels(claimed.flow, status).inc()
         log.info("run ended", status=status)
         return Outcome.finished

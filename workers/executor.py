@@ -6,11 +6,13 @@ import uuid
 from typing import Any, Protocol
 
 from core.changes import ChangeFeed
+from workers.live import EventSource
 
 
 class Executor(Protocol):
     name: str
     changes: ChangeFeed
+    events: EventSource  # where this process's event streams get live events
 
     async def start(self) -> None: ...
 

@@ -25,10 +25,14 @@ from core.settings import Settings
 from db.store import RunStore
 from flows.registry import Registry
 from workers.engine import Outcome, RunEngine
+from workers.event_hub import EventHub
 from workers.fair_queue import FairQueue
 from workers.supervisor import Supervisor
 
 log = structlog.get_logger("pocketrun.local")
+
+SETTLE_POLL = 0.01
+RELEASE_WAIT = 2.0
 
 
 class LocalExecutor:
@@ -46,8 +50,14 @@ class LocalExecutor:
         self.settings = settings
         self.store = store
         self.changes = ChangeFeed()
+        self.events = EventHub(settings.event_buffer)
         self.engine = RunEngine(
-            store, registry, settings, worker_name=worker_name, changes=self.changes
+            store,
+            registry,
+            settings,
+            worker_name=worker_name,
+            changes=self.changes,
+            events=self.events,
         )
         self.supervisor = Supervisor(
             store,
@@ -138,19 +148,32 @@ class LocalExecutor:
             await self.submit(found.id, priority=found.priority, tenant=found.tenant)
 
     async def stop(self) -> None:
-        """Stop taking runs; in-flight ones stop at their next checkpoint and release."""
+        """Stop taking runs; in-flight ones stop at their next checkpoint and release.
+
+        The wait is for the runs, not for the tasks carrying them: a slot's task lives on
+        after its run has stopped. Past ``drain_grace`` the steps still running are
+        cancelled, and each hands its run back (the step runs again elsewhere)."""
         self.engine.stopping.set()
-        in_flight = list(self._in_flight)
-        if in_flight:
-            _, pending = await asyncio.wait(in_flight, timeout=self.settings.drain_grace)
-            for task in pending:
+        if not await self._settled(self.settings.drain_grace):
+            for task in list(self._in_flight):
                 task.cancel()
+            await self._settled(RELEASE_WAIT)  # their releases, before the store closes
         await self.supervisor.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.engine.threads.shutdown(wait=False, cancel_futures=True)
         await self.changes.close()
+
+    async def _settled(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for no run to be in flight here; False if some still are."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._in_flight:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(SETTLE_POLL)
+        return True
 
     async def health(self) -> dict[str, Any]:
         threads, warnings = self.engine.threads.health()

@@ -19,10 +19,11 @@ from typing import Any
 
 from pocketflow import BaseNode, Flow
 
-from core.context import set_step_key
+from core.context import set_emitter, set_step_key
 from core.jsonutil import roundtrip
 from flows.compiler import ASYNC_KINDS, Graph, Kind, NodeInfo
 from workers.cursor import Cursor, Frame
+from workers.live import LiveStep
 from workers.threads import StepThreads
 from workers.tracebacks import NodeTraceback, node_traceback
 
@@ -106,7 +107,7 @@ class _Counter:
     own), and a loop ends on success or on its last failure, so a per-task count is the
     retry index."""
 
-    def __init__(self, node: BaseNode, is_async: bool) -> None:
+    def __init__(self, node: BaseNode, is_async: bool, live: LiveStep | None = None) -> None:
         self.calls = 0
         if is_async and hasattr(node, "exec_async"):
             original = node.exec_async
@@ -118,6 +119,8 @@ class _Counter:
                 task = id(asyncio.current_task())
                 retry = tries.get(task, 0)
                 node.cur_retry = retry
+                if retry and live is not None:
+                    live.retry(retry + 1)
                 try:
                     result = await original(prep_res)
                 except Exception:
@@ -135,6 +138,9 @@ class _Counter:
 
             def counted(prep_res: Any) -> Any:
                 self.calls += 1
+                retry = getattr(node, "cur_retry", 0)
+                if retry and live is not None:
+                    live.retry(retry + 1)
                 return original_sync(prep_res)
 
             node.exec = counted  # type: ignore[method-assign]
@@ -174,19 +180,29 @@ class StepRunner:
         is_async: bool,
         limits: Limits,
         key: str | None = None,
+        live: LiveStep | None = None,
     ) -> Any:
-        """``fn(*args)`` within ``limits``: TimeoutError when one runs out."""
+        """``fn(*args)`` within ``limits``: TimeoutError when one runs out. ``live``: what
+        the call emits goes to its step's event stream."""
         loop = asyncio.get_running_loop()
-        if is_async:
+        emitter = live.emit if live is not None else None
+        if is_async or self.inline_sync:
             set_step_key(key)
-            return await asyncio.wait_for(fn(*args), limits.remaining(loop.time()))
-        if self.inline_sync:
-            set_step_key(key)
-            return fn(*args)
+            set_emitter(emitter)
+            try:
+                if not is_async:
+                    return fn(*args)
+                return await asyncio.wait_for(fn(*args), limits.remaining(loop.time()))
+            finally:
+                set_emitter(None)
 
         def in_thread() -> Any:
             set_step_key(key)
-            return fn(*args)
+            set_emitter(emitter)
+            try:
+                return fn(*args)
+            finally:
+                set_emitter(None)
 
         future = self.threads.submit(in_thread)
         waiting = asyncio.wrap_future(future)
@@ -205,7 +221,12 @@ class StepRunner:
         raise TimeoutError
 
     async def step(
-        self, cursor: Cursor, shared: dict[str, Any], seq: int, limits: Limits = NO_LIMITS
+        self,
+        cursor: Cursor,
+        shared: dict[str, Any],
+        seq: int,
+        limits: Limits = NO_LIMITS,
+        live: LiveStep | None = None,
     ) -> StepResult:
         """Run the next leaf node (entering and leaving flows around it) on ``shared``; each
         call (a flow's prep or post as much as the node) runs within ``limits``."""
@@ -221,7 +242,9 @@ class StepRunner:
                 else:
                     await self._enter(self.graph[cursor.next], cursor, shared, limits)
             info = self.graph[cursor.next]
-            action, attempts = await self._run_leaf(info, cursor, shared, key, limits)
+            if live is not None:
+                live.started(info.id, _batch_progress(cursor))
+            action, attempts = await self._run_leaf(info, cursor, shared, key, limits, live)
             cursor.last = action
             cursor.next = info.successors.get(action or "default")
             while cursor.next is None and not await self._unwind(cursor, shared, limits):
@@ -239,14 +262,17 @@ class StepRunner:
         shared: dict[str, Any],
         key: str,
         limits: Limits,
+        live: LiveStep | None,
     ) -> tuple[str | None, int]:
         node = copy.copy(info.obj)
         node.set_params(cursor.frames[-1].params)
         is_async = info.kind in ASYNC_KINDS
-        counter = _Counter(node, is_async)
+        counter = _Counter(node, is_async, live)
         run = node._run_async if is_async else node._run
         try:
-            action = await self._call(run, shared, is_async=is_async, limits=limits, key=key)
+            action = await self._call(
+                run, shared, is_async=is_async, limits=limits, key=key, live=live
+            )
         except TimeoutError:
             raise _timed_out(f"node '{info.id}'", info.id, limits, counter.calls) from None
         except StepError:
@@ -352,3 +378,11 @@ def _timed_out(what: str, node: str, limits: Limits, attempts: int = 0) -> StepE
         status="timed_out",
         attempts=attempts,
     )
+
+
+def _batch_progress(cursor: Cursor) -> dict[str, Any] | None:
+    """Where a batch flow's pass stands: its item index and how many there are."""
+    for frame in reversed(cursor.frames):
+        if frame.items is not None:
+            return {"batch": {"item": frame.index + 1, "items": len(frame.items)}}
+    return None

@@ -78,7 +78,7 @@ def _internals(principal: Principal) -> bool:
     return allowed(principal, Permission.run_internals)
 
 
-async def _visible_run(state: AppState, principal: Principal, run_id: str) -> Any:
+async def visible_run(state: AppState, principal: Principal, run_id: str) -> Any:
     parsed = parse_uuid(run_id)
     tenant, subject = list_scope(principal)
     row = None
@@ -109,7 +109,7 @@ async def get_run(
     if_none_match: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
     state = app_state(request)
-    row = await _visible_run(state, principal, run_id)
+    row = await visible_run(state, principal, run_id)
     wait = min(wait, state.settings.wait_cap)
     if wait > 0:
         if _matches(if_none_match, etag(row)):
@@ -327,13 +327,13 @@ async def list_steps(
     ] = None,
 ) -> Response:
     state = app_state(request)
-    row = await _visible_run(state, principal, run_id)
+    row = await visible_run(state, principal, run_id)
     debug = _internals(principal)
     deltas = "delta" in (include or ())
     if deltas and not debug:
         raise Forbidden(f"the {principal.role} role may not see step deltas")
     after = int(cursor) if cursor is not None else 0
-    steps = await state.store.steps(row["id"], after=after, limit=limit + 1, deltas=deltas)
+    steps = await state.store.steps(row["id"], after=after, limit=limit + 1, delta=deltas)
     more = len(steps) > limit
     steps = steps[:limit]
     next_cursor = str(steps[-1]["seq"]) if more else None
@@ -351,11 +351,11 @@ async def list_steps(
 )
 async def get_step(run_id: str, seq: str, request: Request, principal: RunReader) -> Response:
     state = app_state(request)
-    row = await _visible_run(state, principal, run_id)
+    row = await visible_run(state, principal, run_id)
     number = _seq_number(seq)
     found = []
     if number is not None:
-        found = await state.store.steps(row["id"], after=number - 1, limit=1, deltas=True)
+        found = await state.store.steps(row["id"], after=number - 1, limit=1, delta=True)
     if not found or found[0]["seq"] != number:
         raise NotFound(f"run '{run_id}' has no step '{seq}'")
     debug = _internals(principal)
@@ -389,7 +389,7 @@ async def get_state(
     ] = None,
 ) -> Response:
     state = app_state(request)
-    row = await _visible_run(state, principal, run_id)
+    row = await visible_run(state, principal, run_id)
     if seq is None:
         seq = row["seq"]
     elif seq > row["seq"]:
@@ -421,7 +421,7 @@ async def cancel_run(
     principal: Annotated[Principal, Requires(Permission.run_cancel)],
 ) -> Response:
     state = app_state(request)
-    row = await _visible_run(state, principal, run_id)
+    row = await visible_run(state, principal, run_id)
     if row["status"] in TERMINAL and row["status"] != "cancelled":
         raise Conflict(f"run '{run_id}' already {row['status']}")
     row = await state.store.cancel(row["id"]) or row

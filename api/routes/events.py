@@ -1,0 +1,78 @@
+"""A run's event stream (SSE): its history from the record, then live, resumable."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from sse_starlette import EventSourceResponse
+
+from api.authz import Permission, Requires, allowed
+from api.deps import app_state
+from api.events import RunEventStream
+from api.openapi import errors
+from api.routes.runs import visible_run
+from core.errors import InvalidInput
+from core.principal import Principal
+
+router = APIRouter(tags=["runs"])
+
+PING_SECONDS = 15  # a comment line on an idle stream keeps proxies from closing it
+SEND_TIMEOUT = 30  # a client that takes no bytes for this long is dropped
+
+
+@router.get(
+    "/v1/runs/{run_id}/events",
+    operation_id="streamRunEvents",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "description": "Server-sent events: run.status, step.started, node.output, "
+            "node.output.reset, step.finished, run.finished (the last)",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **errors(404, 422),
+    },
+    summary="Stream a run's events; resume with Last-Event-ID or ?after=",
+)
+async def stream_events(
+    run_id: str,
+    request: Request,
+    principal: Annotated[Principal, Requires(Permission.run_read)],
+    after: Annotated[int | None, Query(ge=0, le=2**53, description="Resume after this id")] = None,
+    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+) -> EventSourceResponse:
+    state = app_state(request)
+    run = await visible_run(state, principal, run_id)
+    start = after if after is not None else _last_event_id(last_event_id)
+    stream = RunEventStream(
+        state.store,
+        state.executor.events,
+        dict(run),
+        internals=allowed(principal, Permission.flow_internals),
+        stopping=state.draining.is_set,
+    )
+    return EventSourceResponse(
+        stream.events(start),
+        ping=PING_SECONDS,
+        send_timeout=SEND_TIMEOUT,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def _last_event_id(value: str | None) -> int:
+    if value is None or value == "":
+        return 0
+    if not value.isdigit() or len(value) > 16:
+        raise InvalidInput(
+            "Last-Event-ID must be an event id this stream sent",
+            errors=[
+                {
+                    "loc": ["header", "last-event-id"],
+                    "path": "header.last-event-id",
+                    "msg": "not an event id",
+                    "type": "invalid_event_id",
+                }
+            ],
+        )
+    return int(value)
