@@ -29,6 +29,7 @@ class Permission(StrEnum):
     run_cancel = "runs:cancel"
     run_resume = "runs:resume"
     run_retry = "runs:retry"
+    run_internals = "runs:internals"  # tracebacks, step deltas, the shared store
     key_create = "keys:create"
     key_read = "keys:read"
     key_revoke = "keys:revoke"
@@ -54,14 +55,18 @@ P = Permission
 _CATALOG = {P.flow_read}
 _OWN_RUNS = {P.run_start, P.run_read, P.run_cancel, P.run_resume}
 _ALL_RUNS = {P.run_read, P.run_cancel, P.run_resume, P.run_retry}
+_RUN_INTERNALS = {P.run_internals}  # DESIGN.md section 10: never consumers
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     # consumer: read catalog; start runs; read, cancel, resume its own
     Role.consumer: frozenset(_CATALOG | _OWN_RUNS),
-    # operator: read catalog; read, cancel, retry, resume all runs of the tenant
-    Role.operator: frozenset(_CATALOG | _ALL_RUNS),
+    # operator: read catalog; read, cancel, retry, resume all runs of the tenant, and
+    # see their internals (tracebacks, step deltas, the shared store)
+    Role.operator: frozenset(_CATALOG | _ALL_RUNS | _RUN_INTERNALS),
     # engineer: as operator, plus flow internals and registration
-    Role.engineer: frozenset(_CATALOG | _ALL_RUNS | {P.flow_internals, P.flow_register}),
+    Role.engineer: frozenset(
+        _CATALOG | _ALL_RUNS | _RUN_INTERNALS | {P.flow_internals, P.flow_register}
+    ),
     # admin: everything, including keys and the audit log
     Role.admin: frozenset(Permission),
 }

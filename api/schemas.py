@@ -105,6 +105,11 @@ class ErrorOut(BaseModel):
     type: str
     message: str
     node: str | None = None
+    traceback: str | None = Field(
+        default=None,
+        description="Where the node's code raised (its frames, file and line); "
+        "shown to engineers, operators and admins, null for consumers",
+    )
 
 
 class RunOut(BaseModel):
@@ -126,6 +131,14 @@ class RunOut(BaseModel):
     metadata: dict[str, Any]
 
 
+class DeltaOut(BaseModel):
+    set: dict[str, Any] = Field(description="Keys the step set, with their new values")
+    deleted: list[str] = Field(description="Keys the step deleted")
+    appended: dict[str, list[Any]] = Field(
+        description="Lists the step only appended to: the key, with the items appended"
+    )
+
+
 class StepOut(BaseModel):
     seq: int
     node: str
@@ -143,6 +156,16 @@ class StepOut(BaseModel):
         default=None,
         description="What the node streamed with emit(), its committed attempt's chunks",
     )
+    delta: DeltaOut | None = Field(
+        default=None,
+        description="What the step did to the shared store: on one step, and on the list "
+        "with ?include=delta; null otherwise",
+    )
+
+
+class StateOut(BaseModel):
+    seq: int = Field(description="The step the store stood after (0: the run's input)")
+    state: dict[str, Any] = Field(description="The shared store")
 
 
 class RunPage(BaseModel):

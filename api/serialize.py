@@ -42,7 +42,8 @@ def page(items: list[Any], next_cursor: str | None = None) -> dict[str, Any]:
     return {"items": items, "next_cursor": next_cursor}
 
 
-def run_data(row: Row) -> dict[str, Any]:
+def run_data(row: Row, *, debug: bool = False) -> dict[str, Any]:
+    """``debug``: the error's traceback (``runs:internals``); without it, none."""
     return {
         "id": str(row["id"]),
         "flow": row["flow"],
@@ -58,14 +59,25 @@ def run_data(row: Row) -> dict[str, Any]:
         "cancel_requested": row["cancel_requested"],
         "input": row["input"],
         "output": row["output"],
-        "error": row["error"],
+        "error": error_data(row["error"], debug=debug),
         "metadata": row["metadata"],
     }
 
 
-def step_data(row: Row, *, internals: bool = True) -> dict[str, Any]:
+def error_data(error: Mapping[str, Any] | None, *, debug: bool) -> Mapping[str, Any] | None:
+    """A run's or a step's error; its ``traceback`` only with ``debug``."""
+    if error is None or debug or "traceback" not in error:
+        return error
+    return {key: value for key, value in error.items() if key != "traceback"}
+
+
+def step_data(
+    row: Row, *, internals: bool = True, debug: bool = False, delta: bool = False
+) -> dict[str, Any]:
     """``internals``: the caller may see where the step ran (``flows:internals``); the
-    worker's name carries a host name, so others get ``worker: null``."""
+    worker's name carries a host name, so others get ``worker: null``. ``debug``: the
+    error's traceback (``runs:internals``). ``delta``: the step's delta, from a row read
+    with it."""
     return {
         "seq": row["seq"],
         "node": row["node"],
@@ -76,20 +88,22 @@ def step_data(row: Row, *, internals: bool = True) -> dict[str, Any]:
         "finished_at": row["finished_at"],
         "duration_ms": round(row["duration_ms"], 3),
         "worker": row["worker"] if internals else None,
-        "error": row["error"],
+        "error": error_data(row["error"], debug=debug),
+        "delta": public_delta(row["delta"]) if delta else None,
         "output": final_chunks(row["output"]) if row.get("output") else None,
     }
 
 
-def public_delta(delta: Any) -> dict[str, Any] | None:
-    """A step's changes as the API shows them: keys set (whole values), items appended to
-    lists (``appended``: only the new items), keys deleted; None when nothing changed."""
-    if not delta:
-        return None
-    shown: dict[str, Any] = {"set": delta.get("set", {}), "deleted": delta.get("del", [])}
-    if delta.get("add"):
-        shown["appended"] = delta["add"]
-    return shown
+def public_delta(delta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A stored delta (``set``, ``add``, ``del``; None: nothing changed) as the API shows
+    it: keys set (whole values), keys deleted, and items appended to lists (``appended``:
+    only the new items). One shape for the steps API and ``step.finished``."""
+    delta = delta or {}
+    return {
+        "set": delta.get("set", {}),
+        "deleted": delta.get("del", []),
+        "appended": delta.get("add", {}),
+    }
 
 
 def flow_data(spec: FlowSpec, *, detail: bool = False, internals: bool = False) -> dict[str, Any]:

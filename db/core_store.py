@@ -299,14 +299,21 @@ class CoreStore(RunStore):
         async with self.sa.read() as conn:
             return (await conn.execute(query)).scalar_one()
 
-    async def deltas(self, run_id: uuid.UUID, after_seq: int) -> list[dict | None]:
+    async def deltas(
+        self, run_id: uuid.UUID, after_seq: int, up_to: int | None = None
+    ) -> list[dict | None]:
+        query = select(steps.c.delta).where(steps.c.run_id == run_id, steps.c.seq > after_seq)
+        if up_to is not None:
+            query = query.where(steps.c.seq <= up_to)
         async with self.sa.read() as conn:
-            result = await conn.execute(
-                select(steps.c.delta)
-                .where(steps.c.run_id == run_id, steps.c.seq > after_seq)
-                .order_by(steps.c.seq)
-            )
+            result = await conn.execute(query.order_by(steps.c.seq))
             return [row.delta for row in result]
+
+    async def snapshot(self, run_id: uuid.UUID) -> tuple[Any, int] | None:
+        query = select(runs.c.state, runs.c.state_seq).where(runs.c.id == run_id)
+        async with self.sa.read() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else (row.state, row.state_seq)
 
     async def cancel(self, run_id: uuid.UUID) -> Mapping[str, Any] | None:
         async with self.sa.write() as conn:

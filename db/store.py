@@ -222,7 +222,15 @@ class RunStore(ABC):
         ``LeaseLost`` when the fence fails."""
 
     @abstractmethod
-    async def deltas(self, run_id: uuid.UUID, after_seq: int) -> list[dict | None]: ...
+    async def deltas(
+        self, run_id: uuid.UUID, after_seq: int, up_to: int | None = None
+    ) -> list[dict | None]:
+        """The deltas of the steps after ``after_seq`` (up to ``up_to``), in seq order."""
+
+    @abstractmethod
+    async def snapshot(self, run_id: uuid.UUID) -> tuple[Any, int] | None:
+        """(state, state_seq): the run's last full snapshot of its shared store (state None:
+        none yet) and the step it was taken after; None for an unknown run."""
 
     @abstractmethod
     async def release(self, run_id: uuid.UUID, owner: str) -> None: ...

@@ -35,6 +35,9 @@ TABLE: dict[tuple[str, str], tuple[Permission, dict[str, Any]]] = {
     ("GET", "/v1/runs"): (Permission.run_read, {}),
     ("GET", "/v1/runs/{run_id}"): (Permission.run_read, {}),
     ("GET", "/v1/runs/{run_id}/steps"): (Permission.run_read, {}),
+    ("GET", "/v1/runs/{run_id}/steps/{seq}"): (Permission.run_read, {}),
+    ("GET", "/v1/runs/{run_id}/state"): (Permission.run_internals, {"consumer": DENIED}),
+    ("GET", "/v1/runs/{run_id}/events"): (Permission.run_read, {}),
     ("POST", "/v1/runs/{run_id}/cancel"): (Permission.run_cancel, {}),
     ("POST", "/v1/keys"): (
         Permission.key_create,
@@ -93,7 +96,7 @@ def test_the_table_covers_every_route_and_each_declares_its_permission() -> None
 
 def _request(client: httpx.Client, key: tuple[str, str], ids: dict[str, str]) -> httpx.Response:
     method, path = key
-    url = path.format(flow="hello", run_id=ids["run"], key_id=ids["spare_key"])
+    url = path.format(flow="hello", run_id=ids["run"], key_id=ids["spare_key"], seq=1)
     body = None
     if key == ("POST", "/v1/flows/{flow}/runs"):
         body = {"input": {"name": "table"}}

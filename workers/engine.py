@@ -39,6 +39,7 @@ from workers.live import EventSink, LiveStep, step_finished_event
 from workers.runner import Limits, StepError, StepResult, StepRunner
 from workers.store import SharedStore, StoreError
 from workers.threads import StepThreads
+from workers.tracebacks import last_line
 
 log = structlog.get_logger("pocketrun.engine")
 
@@ -374,7 +375,13 @@ class RunEngine:
             output=output,
         )
         status = "timed_out" if error.status == "timed_out" else "failed"
-        log.info("step failed", node=error.node, error=error.type)
+        where: dict[str, Any] = {}
+        if error.traceback is not None:
+            where = {
+                "raised_at": error.traceback.raised_at,
+                "traceback": last_line(error.traceback.text),
+            }
+        log.info("step failed", node=error.node, error=error.type, **where)
         return await self._end(claimed, now, seq, status, error.to_json(), step)
 
     async def _end(

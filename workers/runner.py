@@ -25,6 +25,7 @@ from flows.compiler import ASYNC_KINDS, Graph, Kind, NodeInfo
 from workers.cursor import Cursor, Frame
 from workers.live import LiveStep
 from workers.threads import StepThreads
+from workers.tracebacks import NodeTraceback, node_traceback
 
 BATCH_KINDS = {Kind.batch_flow, Kind.async_batch_flow}
 
@@ -33,7 +34,13 @@ class StepError(Exception):
     """A step that ends the run: ``type`` becomes the run's and the step's error type."""
 
     def __init__(
-        self, type_: str, message: str, node: str, status: str = "failed", attempts: int = 0
+        self,
+        type_: str,
+        message: str,
+        node: str,
+        status: str = "failed",
+        attempts: int = 0,
+        traceback: NodeTraceback | None = None,
     ) -> None:
         super().__init__(message)
         self.type = type_
@@ -41,9 +48,19 @@ class StepError(Exception):
         self.node = node
         self.status = status
         self.attempts = attempts  # exec calls made before the step failed
+        self.traceback = traceback  # where the node's own code raised
+
+    @classmethod
+    def raised(cls, exc: Exception, node: str, attempts: int = 0) -> StepError:
+        """The node's code raised ``exc``: a ``node_error`` that keeps its traceback."""
+        message = f"{type(exc).__name__}: {exc}"
+        return cls("node_error", message, node, attempts=attempts, traceback=node_traceback(exc))
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.type, "message": self.message, "node": self.node}
+        out = {"type": self.type, "message": self.message, "node": self.node}
+        if self.traceback is not None:
+            out["traceback"] = self.traceback.text
+        return out
 
 
 @dataclass(slots=True, frozen=True)
@@ -315,9 +332,7 @@ class StepRunner:
         except StepError:
             raise
         except Exception as exc:
-            raise StepError(
-                "node_error", f"{type(exc).__name__}: {exc}", info.id, attempts=counter.calls
-            ) from exc
+            raise StepError.raised(exc, info.id, counter.calls) from exc
         if action is not None and not isinstance(action, str):
             raise StepError(
                 "invalid_action",
@@ -342,7 +357,7 @@ class StepRunner:
         except TimeoutError:
             raise _timed_out(f"prep of flow '{info.id}'", info.id, limits) from None
         except Exception as exc:
-            raise StepError("node_error", f"{type(exc).__name__}: {exc}", info.id) from exc
+            raise StepError.raised(exc, info.id) from exc
         base = _json(base, "params", info.id)
         if info.kind in BATCH_KINDS:
             items = _json(prep or [], "prep result", info.id)
@@ -389,7 +404,7 @@ class StepRunner:
         except TimeoutError:
             raise _timed_out(f"post of flow '{info.id}'", info.id, limits) from None
         except Exception as exc:
-            raise StepError("node_error", f"{type(exc).__name__}: {exc}", info.id) from exc
+            raise StepError.raised(exc, info.id) from exc
         if result is not None and not isinstance(result, str):
             raise StepError(
                 "invalid_action",

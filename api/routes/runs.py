@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
@@ -32,12 +33,14 @@ from api.schemas import (
     RunOut,
     RunPage,
     RunStatus,
+    StateOut,
+    StepOut,
     StepPage,
     json_problems,
 )
 from api.serialize import etag, json_response, page, run_data, step_data
 from api.state import AppState
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from core.ids import parse_uuid
 from core.jsonutil import canonical_json
 from core.metrics import RUNS_CREATED
@@ -45,6 +48,7 @@ from core.principal import Principal
 from db.audit import audit_row
 from db.store import TERMINAL, Idempotency, NewRun, RunFilter
 from flows.registry import FlowSpec
+from workers.state_history import state_after
 
 router = APIRouter(tags=["runs"], route_class=LeanRoute)
 
@@ -53,10 +57,25 @@ WaitParam = Annotated[float, Query(ge=0, description="Seconds to wait (capped at
 RunReader = Annotated[Principal, Requires(Permission.run_read)]
 MOMENT = "An RFC 3339 date-time; without an offset, UTC"
 MAX_STEPS_PAGE = 1000  # a page of a long run's history stays a bounded answer
+MAX_SEQ = 2**31 - 1  # the seq column is a 32-bit integer
+SEQ_TEXT = re.compile(r"[0-9]{1,10}")
 
 
-def _run_response(row: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return json_response(RunOut, run_data(row), status, {"ETag": etag(row), **(headers or {})})
+def _run_response(
+    row: Any,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    *,
+    debug: bool = False,
+) -> Response:
+    """``debug``: the caller sees tracebacks (``runs:internals``)."""
+    body = run_data(row, debug=debug)
+    return json_response(RunOut, body, status, {"ETag": etag(row), **(headers or {})})
+
+
+def _internals(principal: Principal) -> bool:
+    """May the caller see a run's internals: tracebacks, step deltas, the shared store."""
+    return allowed(principal, Permission.run_internals)
 
 
 async def visible_run(state: AppState, principal: Principal, run_id: str) -> Any:
@@ -102,7 +121,7 @@ async def get_run(
     tag = etag(row)
     if _matches(if_none_match, tag):
         return Response(status_code=304, headers={"ETag": tag})
-    return _run_response(row)
+    return _run_response(row, debug=_internals(principal))
 
 
 def _matches(if_none_match: str | None, tag: str) -> bool:
@@ -187,7 +206,8 @@ async def create_run(
     headers = {"Location": f"/v1/runs/{row['id']}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    return _run_response(row, 201 if row["status"] in TERMINAL else 202, headers)
+    status = 201 if row["status"] in TERMINAL else 202
+    return _run_response(row, status, headers, debug=_internals(principal))
 
 
 def plan_run(
@@ -258,7 +278,9 @@ async def list_runs(
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = str(rows[-1]["id"]) if more else None
-    return json_response(RunPage, page([run_data(r) for r in rows], next_cursor))
+    debug = _internals(principal)
+    items = [run_data(r, debug=debug) for r in rows]
+    return json_response(RunPage, page(items, next_cursor))
 
 
 def _aware(value: datetime | None, name: str) -> datetime | None:
@@ -287,7 +309,7 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
     "/v1/runs/{run_id}/steps",
     operation_id="listRunSteps",
     response_model=StepPage,
-    responses=errors(404, 422),
+    responses=errors(403, 404, 422),
     summary="The run's steps in seq order, a page at a time",
 )
 async def list_steps(
@@ -299,17 +321,91 @@ async def list_steps(
         str | None,
         Query(max_length=10, pattern=r"^[0-9]{1,10}$", description="A page's next_cursor"),
     ] = None,
+    include: Annotated[
+        list[Literal["delta"]] | None,
+        Query(description="`delta`: each step's changes to the shared store (not for consumers)"),
+    ] = None,
 ) -> Response:
     state = app_state(request)
     row = await visible_run(state, principal, run_id)
+    debug = _internals(principal)
+    deltas = "delta" in (include or ())
+    if deltas and not debug:
+        raise Forbidden(f"the {principal.role} role may not see step deltas")
     after = int(cursor) if cursor is not None else 0
-    steps = await state.store.steps(row["id"], after=after, limit=limit + 1)
+    steps = await state.store.steps(row["id"], after=after, limit=limit + 1, delta=deltas)
     more = len(steps) > limit
     steps = steps[:limit]
     next_cursor = str(steps[-1]["seq"]) if more else None
     internals = allowed(principal, Permission.flow_internals)
-    items = [step_data(s, internals=internals) for s in steps]
+    items = [step_data(s, internals=internals, debug=debug, delta=deltas) for s in steps]
     return json_response(StepPage, page(items, next_cursor))
+
+
+@router.get(
+    "/v1/runs/{run_id}/steps/{seq}",
+    operation_id="getRunStep",
+    response_model=StepOut,
+    responses=errors(404),
+    summary="One step of a run, with its delta",
+)
+async def get_step(run_id: str, seq: str, request: Request, principal: RunReader) -> Response:
+    state = app_state(request)
+    row = await visible_run(state, principal, run_id)
+    number = _seq_number(seq)
+    found = []
+    if number is not None:
+        found = await state.store.steps(row["id"], after=number - 1, limit=1, delta=True)
+    if not found or found[0]["seq"] != number:
+        raise NotFound(f"run '{run_id}' has no step '{seq}'")
+    debug = _internals(principal)
+    internals = allowed(principal, Permission.flow_internals)
+    return json_response(
+        StepOut, step_data(found[0], internals=internals, debug=debug, delta=debug)
+    )
+
+
+def _seq_number(text: str) -> int | None:
+    """A step's seq from the path: a whole number a step can have, else None (404)."""
+    if SEQ_TEXT.fullmatch(text) is None or not 1 <= int(text) <= MAX_SEQ:
+        return None
+    return int(text)
+
+
+@router.get(
+    "/v1/runs/{run_id}/state",
+    operation_id="getRunState",
+    response_model=StateOut,
+    responses=errors(404, 422),
+    summary="The shared store as it stood after a step (the latest without ?seq=)",
+)
+async def get_state(
+    run_id: str,
+    request: Request,
+    principal: Annotated[Principal, Requires(Permission.run_internals)],
+    seq: Annotated[
+        int | None,
+        Query(ge=0, le=MAX_SEQ, description="After this step (0: the input); default the last"),
+    ] = None,
+) -> Response:
+    state = app_state(request)
+    row = await visible_run(state, principal, run_id)
+    if seq is None:
+        seq = row["seq"]
+    elif seq > row["seq"]:
+        raise InvalidInput(
+            f"run '{run_id}' has {row['seq']} steps so far",
+            errors=[
+                {
+                    "loc": ["query", "seq"],
+                    "path": "query.seq",
+                    "msg": f"past the run's last step ({row['seq']})",
+                    "type": "less_than_equal",
+                }
+            ],
+        )
+    shared = await state_after(state.store, row, seq, max_bytes=state.settings.max_store_bytes)
+    return json_response(StateOut, {"seq": seq, "state": shared})
 
 
 @router.post(
@@ -330,4 +426,4 @@ async def cancel_run(
         raise Conflict(f"run '{run_id}' already {row['status']}")
     row = await state.store.cancel(row["id"]) or row
     state.executor.changes.publish(row["id"])
-    return _run_response(row)
+    return _run_response(row, debug=_internals(principal))
