@@ -29,6 +29,7 @@ from workers.history import History, encoded
 from workers.runner import Limits, StepError, StepResult, StepRunner
 from workers.store import SharedStore, StoreError
 from workers.threads import StepThreads
+from workers.tracing import run_ended, traced_advance, traced_runner
 
 log = structlog.get_logger("pocketrun.engine")
 
@@ -121,7 +122,8 @@ class RunEngine:
         structlog.contextvars.bind_contextvars(run_id=str(run_id), flow=claimed.flow)
         self.active.add(run_id)
         try:
-            return await self._advance(claimed, DatabaseClock(claimed.now), budget)
+            advancing = self._advance(claimed, DatabaseClock(claimed.now), budget)
+            return await traced_advance(claimed, advancing)
         except LeaseLost:
             log.warning("lease lost; another holder carries the run on")
             return Outcome.lost
@@ -184,6 +186,7 @@ class RunEngine:
         self._published(run_id)  # the claim made it running
         inline = spec.sync_nodes == "loop"  # no thread hop; no timeout can cut them short
         runner = StepRunner(graph, self.threads, str(run_id), clock=now, inline_sync=inline)
+        runner = traced_runner(runner, claimed)
         lease = LeaseRenewal(self.settings.lease_ttl)
         loop = asyncio.get_running_loop()
         until = loop.time() + budget if budget is not None else None
@@ -281,6 +284,7 @@ class RunEngine:
             cursor = result.cursor
             self._published(run_id)
             if done:
+                run_ended("succeeded")
                 RUNS_FINISHED.labels(claimed.flow, "succeeded").inc()
                 return Outcome.finished
             if cancel:
@@ -353,6 +357,7 @@ class RunEngine:
         if self.store_sync is not None:
             await self.store_sync.ended(run_id)
         self._published(run_id)
+        run_ended(status, error)
         RUNS_FINISHED.labels(claimed.flow, status).inc()
         log.info("run ended", status=status)
         return Outcome.finished
