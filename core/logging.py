@@ -37,10 +37,14 @@ def _named_factory(*args: Any) -> _NamedWriteLogger:
 
 
 def _access_fields(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
-    """uvicorn's access record as fields: its args are (client, method, path, version, status)."""
+    """uvicorn's access record as fields: its args are (client, method, path, version, status).
+
+    A record's args reach here as ``positional_args`` (``pass_foreign_args``); they are
+    already in its message, so they leave the line whatever the logger."""
+    args = event.pop("positional_args", None)
     record = event.get("_record")
-    if record is not None and record.name == ACCESS_LOGGER and len(record.args or ()) == 5:
-        client, verb, path, _, status = record.args
+    if record is not None and record.name == ACCESS_LOGGER and len(args or ()) == 5:
+        client, verb, path, _, status = args
         event.update(client=client, method=verb, path=path, status=status)
     return event
 
@@ -117,6 +121,7 @@ def stdlib_config(
 def record_formatter(json: bool = True) -> logging.Formatter:
     """Renders a standard library record as structlog renders its own events."""
     return structlog.stdlib.ProcessorFormatter(
+        pass_foreign_args=True,
         foreign_pre_chain=[
             structlog.contextvars.merge_contextvars,
             structlog.stdlib.add_log_level,

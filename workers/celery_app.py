@@ -359,8 +359,11 @@ app = make_celery(get_settings())
 def run_worker(concurrency: int, queues: list[str], name: str, loglevel: str = "INFO") -> None:
     """Start the Celery worker (prefork pool) in this process; returns when it stops."""
     nodename = name if "@" in name else f"{name}@%h"
+    settings = get_settings()
+    # Now, not at Celery's setup_logging: its start-up warnings come before that.
+    configure_logging(settings.log_level, json=settings.log_json)
     # The banner is plain text on stdout: left out where every line must be JSON.
-    quiet = ["--quiet"] if get_settings().log_json else []
+    quiet = ["--quiet"] if settings.log_json else []
     app.worker_main(
         [
             *quiet,
