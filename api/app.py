@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from api import hardening, problems
+from api import hardening, problems, tracing
 from api.admission import Admission
 from api.cluster import end_with_supervisor
 from api.draining import Drain
@@ -19,6 +19,7 @@ from api.security import start_security
 from api.state import AppState
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
+from core.tracing import configure_tracing
 from db.migrate import upgrade
 from db.store import open_store
 from flows.registry import load_flows
@@ -29,10 +30,11 @@ log = structlog.get_logger("pocketrun.api")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    configure_tracing("api")  # once per process; a no-op unless OTEL_* asks for spans
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging(settings.log_level, json=settings.log_json)
+        configure_logging(settings.log_level, json=settings.log_json, access=settings.log_access)
         registry = load_flows(settings.flow_modules)
         store = open_store(settings.database_url)
         if settings.auto_migrate:
@@ -79,4 +81,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     hardening.install(app, settings)  # keys and audit routes, security middleware, CORS
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
+    tracing.install(app)
     return app

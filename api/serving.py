@@ -35,7 +35,7 @@ GRACEFUL_MARGIN = 2
 
 
 def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None:
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging(settings.log_level, json=settings.log_json, access=settings.log_access)
     if settings.auto_migrate:
         asyncio.run(_migrate(settings.database_url))
         os.environ["POCKETRUN_AUTO_MIGRATE"] = "false"  # done: the processes skip it
@@ -46,9 +46,11 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None
         host=host,
         port=port,
         workers=workers,
-        log_config=stdlib_config(settings.log_level, json=settings.log_json),
+        log_config=stdlib_config(
+            settings.log_level, json=settings.log_json, access=settings.log_access
+        ),
         log_level=settings.log_level.lower(),
-        access_log=False,
+        access_log=settings.log_access,
         timeout_graceful_shutdown=math.ceil(settings.drain_grace) + GRACEFUL_MARGIN,
     )
     if workers > 1:

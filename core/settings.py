@@ -48,6 +48,7 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+    log_access: bool = False  # one uvicorn access line per request (with its request_id)
     auto_migrate: bool = True
     worker_name: str | None = None
     concurrency: int = Field(default=8, ge=1, le=1024)

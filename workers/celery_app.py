@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import signal
 import threading
@@ -34,6 +35,7 @@ from celery import Celery, signals
 
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
+from core.tracing import configure_tracing, flush
 from db.store import CLAIMABLE, RunStore, StepRecord, open_store
 from db.types import utcnow
 from flows.registry import load_flows
@@ -44,6 +46,10 @@ from workers.redis_events import RedisEvents
 from workers.redis_store import RedisStore
 from workers.supervisor import Registration, Supervisor
 from workers.threads import StepThreads
+from workers.tracing import continued
+
+# Celery's logging and shutdown notices as JSON lines (it connects signal receivers).
+importlib.import_module("workers.celery_logging")
 
 log = structlog.get_logger("pocketrun.celery")
 
@@ -129,14 +135,15 @@ def make_celery(settings: Settings) -> Celery:
 
     @app.task(
         name=TASK_NAME,
+        bind=True,
         acks_late=True,
         reject_on_worker_lost=True,
         ignore_result=True,
         soft_time_limit=soft,
         time_limit=soft + settings.task_time_limit_grace,
     )
-    def advance(run_id: str) -> str:
-        return process().task(run_id)
+    def advance(task: Any, run_id: str) -> str:
+        return process().task(run_id, task.request)
 
     return app
 
@@ -177,12 +184,15 @@ class WorkerProcess:
         self.heartbeat = Heartbeat(self)
         self.heartbeat.start()
 
-    def task(self, run_id: str) -> str:
+    def task(self, run_id: str, request: Any = None) -> str:
         signal.signal(signal.SIGUSR1, _soft_limit)
         rid = uuid.UUID(run_id)
         started = utcnow()
         structlog.contextvars.clear_contextvars()
-        main = self.loop.create_task(self.advancer.advance(rid, self.settings.time_slice))
+        # here, not only in the engine's task: Celery's own lines about this task carry it too
+        structlog.contextvars.bind_contextvars(run_id=run_id)
+        with continued(request):  # the sender's span is the parent of this advance's
+            main = self.loop.create_task(self.advancer.advance(rid, self.settings.time_slice))
         try:
             outcome = self.loop.run_until_complete(main)
             if self.live is not None:
@@ -331,6 +341,7 @@ def process() -> WorkerProcess:
     if _PROCESS is None or _PROCESS.pid != os.getpid():
         settings = get_settings()
         configure_logging(settings.log_level, json=settings.log_json)
+        configure_tracing("worker")  # after the fork: the span batcher runs a thread
         _PROCESS = WorkerProcess(settings)
     return _PROCESS
 
@@ -344,6 +355,7 @@ def _init_process(**_: Any) -> None:
 def _shutdown_process(**_: Any) -> None:
     if _PROCESS is not None and _PROCESS.pid == os.getpid():
         _PROCESS.close()
+        flush()  # a pool process may end without running atexit
 
 
 app = make_celery(get_settings())
@@ -352,8 +364,14 @@ app = make_celery(get_settings())
 def run_worker(concurrency: int, queues: list[str], name: str, loglevel: str = "INFO") -> None:
     """Start the Celery worker (prefork pool) in this process; returns when it stops."""
     nodename = name if "@" in name else f"{name}@%h"
+    settings = get_settings()
+    # Now, not at Celery's setup_logging: its start-up warnings come before that.
+    configure_logging(settings.log_level, json=settings.log_json)
+    # The banner is plain text on stdout: left out where every line must be JSON.
+    quiet = ["--quiet"] if settings.log_json else []
     app.worker_main(
         [
+            *quiet,
             "worker",
             "--pool=prefork",
             f"--concurrency={concurrency}",

@@ -30,6 +30,7 @@ from workers.fair_queue import FairQueue, Waiting
 from workers.redis_events import RedisEvents
 from workers.redis_store import CHANGES_CHANNEL, RedisStore
 from workers.supervisor import Supervisor
+from workers.tracing import remember
 
 log = structlog.get_logger("pocketrun.celery_executor")
 
@@ -102,6 +103,7 @@ class CeleryExecutor:
     async def run_inline(
         self, run_id: uuid.UUID, budget: float, *, tenant: str = "default", priority: int = 0
     ) -> None:
+        remember(run_id)
         until = asyncio.get_running_loop().time() + budget
         self._inline_queue.put(run_id, tenant, priority, inline_until=until)
 

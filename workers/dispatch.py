@@ -25,6 +25,8 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from workers.tracing import dispatching, trace_headers
+
 TASK_NAME = "pocketrun.advance"
 PRIORITY_SEP = ":"
 PRIORITY_STEPS = list(range(10))
@@ -80,6 +82,7 @@ def task_message(
             "replaced_task_nesting": 0,
             "stamped_headers": None,
             "stamps": {},
+            **trace_headers(run_id),  # W3C traceparent: the worker's spans continue ours
         },
         "properties": {
             "correlation_id": task_id,
@@ -103,9 +106,9 @@ class Dispatcher:
     async def publish(
         self, run_id: uuid.UUID | str, queue: str, priority: int = 0, *, countdown: float = 0
     ) -> None:
-        await self.client.lpush(
-            queue_key(queue, priority), task_message(run_id, queue, priority, countdown=countdown)
-        )
+        with dispatching(run_id, queue):
+            message = task_message(run_id, queue, priority, countdown=countdown)
+            await self.client.lpush(queue_key(queue, priority), message)
 
     async def publish_many(self, items: Iterable[tuple[uuid.UUID, str, int]]) -> int:
         count = 0

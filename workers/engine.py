@@ -40,6 +40,7 @@ from workers.runner import Limits, StepError, StepResult, StepRunner
 from workers.store import SharedStore, StoreError
 from workers.threads import StepThreads
 from workers.tracebacks import last_line
+from workers.tracing import run_ended, traced_advance, traced_runner
 
 log = structlog.get_logger("pocketrun.engine")
 
@@ -134,7 +135,8 @@ class RunEngine:
         structlog.contextvars.bind_contextvars(run_id=str(run_id), flow=claimed.flow)
         self.active.add(run_id)
         try:
-            return await self._advance(claimed, DatabaseClock(claimed.now), budget)
+            advancing = self._advance(claimed, DatabaseClock(claimed.now), budget)
+            return await traced_advance(claimed, advancing)
         except LeaseLost:
             log.warning("lease lost; another holder carries the run on")
             return Outcome.lost
@@ -200,6 +202,7 @@ class RunEngine:
             self.events.publish(run_id, Event(event_id(1, RUN_STATUS), RUN_STATUS_EVENT, data))
         inline = spec.sync_nodes == "loop"  # no thread hop; no timeout can cut them short
         runner = StepRunner(graph, self.threads, str(run_id), clock=now, inline_sync=inline)
+        runner = traced_runner(runner, claimed)
         lease = LeaseRenewal(self.settings.lease_ttl)
         loop = asyncio.get_running_loop()
         until = loop.time() + budget if budget is not None else None
@@ -309,6 +312,7 @@ class RunEngine:
                 self._step_finished(run_id, step, output, delta.to_json())
             if done:
                 self._run_finished(run_id, seq)
+                run_ended("succeeded")
                 RUNS_FINISHED.labels(claimed.flow, "succeeded").inc()
                 return Outcome.finished
             if cancel:
@@ -409,6 +413,7 @@ class RunEngine:
         if step is not None:
             self._step_finished(run_id, step, step.output)
         self._run_finished(run_id, step.seq if step is not None else seq)
+        run_ended(status, error)
         RUNS_FINISHED.labels(claimed.flow, status).inc()
         log.info("run ended", status=status)
         return Outcome.finished

@@ -28,6 +28,7 @@ from workers.engine import Outcome, RunEngine
 from workers.event_hub import EventHub
 from workers.fair_queue import FairQueue
 from workers.supervisor import Supervisor
+from workers.tracing import remember
 
 log = structlog.get_logger("pocketrun.local")
 
@@ -95,6 +96,7 @@ class LocalExecutor:
         if run_id in self._known:
             return
         self._known.add(run_id)
+        remember(run_id)
         self._queue.put(run_id, tenant, priority)
         QUEUE_DEPTH.set(self._queue.qsize())
 
@@ -104,6 +106,7 @@ class LocalExecutor:
         if run_id in self._known:
             return
         self._known.add(run_id)
+        remember(run_id)
         until = asyncio.get_running_loop().time() + budget
         self._queue.put(run_id, tenant, priority, inline_until=until)
         QUEUE_DEPTH.set(self._queue.qsize())

@@ -6,12 +6,16 @@ when an abandoned call finally returns, its thread leaves the pool. Replacements
 capped (``max_abandoned``) so that a flood of hung nodes cannot grow threads without end;
 ``near_cap`` tells health checks when the process is close to that cap.
 
+A call runs in a copy of its submitter's context: what the caller bound (the run id and
+step the log lines carry, the current span) holds inside the node's code too.
+
 A call's start time is kept (``started_at``) so that a step timeout can count the node's
 own time from there, not the time its call waited for a thread.
 """
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 import time
@@ -23,12 +27,13 @@ from core.metrics import ABANDONED_THREADS
 
 
 class _Work:
-    __slots__ = ("abandoned", "args", "fn", "future", "started")
+    __slots__ = ("abandoned", "args", "context", "fn", "future", "started")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.future: Future = Future()
         self.fn = fn
         self.args = args
+        self.context = contextvars.copy_context()
         self.abandoned = False
         self.started: float | None = None  # time.monotonic() when a thread took it
 
@@ -111,7 +116,7 @@ class StepThreads(Executor):
             if work.future.set_running_or_notify_cancel():
                 work.started = time.monotonic()
                 try:
-                    result = work.fn(*work.args)
+                    result = work.context.run(work.fn, *work.args)
                 except BaseException as exc:
                     work.future.set_exception(exc)
                 else:
