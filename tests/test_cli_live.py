@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import pty
+import re
 import signal
 import subprocess
 import threading
 
 import pytest
+from rich.console import Console
 
+from cli_view import RunView
 from tests.support import BIN, ROOT, Server, wait_for_run, wait_until
 from tests.test_cli import pocketrun, run_id_from
 
@@ -110,3 +116,59 @@ def test_runs_list_shows_whole_ids_on_a_narrow_terminal(db_url: str) -> None:
     assert max(len(line) for line in listing.stdout.splitlines()) <= 80
     for run_id in ids:
         assert run_id in listing.stdout
+
+
+def test_run_wait_on_a_terminal_draws_the_running_node_with_its_elapsed_time(
+    db_url: str,
+) -> None:
+    controller, terminal = pty.openpty()
+    env = {
+        **os.environ,
+        "POCKETRUN_DATABASE_URL": db_url,
+        "POCKETRUN_LOG_LEVEL": "WARNING",
+        "COLUMNS": "100",
+        "TERM": "xterm-256color",
+    }
+    args = ["run", "stream", "--wait", "-i", '{"fail_first": true, "delay": 0.05}']
+    proc = subprocess.Popen(
+        [str(BIN / "pocketrun"), *args], cwd=ROOT, env=env, stdout=terminal, stderr=terminal
+    )
+    os.close(terminal)
+    drawn = b""
+    with contextlib.suppress(OSError):  # EIO: the terminal closed with the process
+        while chunk := os.read(controller, 65536):
+            drawn += chunk
+    os.close(controller)
+    assert proc.wait(30) == 0
+    screen = drawn.decode(errors="replace")
+    assert "\x1b[?25l" in screen  # a live region took the terminal (cursor hidden)
+    assert re.search(r"FakeModel  step 1  attempt 2  \d+\.\ds", screen)
+    assert "succeeded" in screen and ANSWER in screen
+
+
+def test_batch_progress_counts_items_done_of_total() -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=100, force_terminal=False)
+    run = {"id": "r", "status": "running", "started_at": None}
+    with RunView(console, run) as view:
+        for seq, item in ((1, 1), (2, 2), (3, 3)):
+            view.handle(
+                seq * 10,
+                "step.started",
+                {"seq": seq, "node": "Each/Work", "batch": {"item": item, "items": 3}},
+            )
+            view.handle(
+                seq * 10 + 1,
+                "step.finished",
+                {
+                    "seq": seq,
+                    "node": "Each/Work",
+                    "status": "succeeded",
+                    "attempts": 1,
+                    "action": None,
+                    "duration_ms": 1.0,
+                },
+            )
+        view.handle(40, "step.started", {"seq": 4, "node": "After"})
+    lines = [line.strip() for line in out.getvalue().splitlines() if "batch" in line]
+    assert lines == [f"batch: {done} of 3 items done" for done in (0, 1, 2, 3)]
