@@ -7,6 +7,7 @@ import json
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli_view import RecordOnly, RunView, follow, id_column, print_outcome, quiet_logs, styled
 from core.settings import Settings, get_settings
 
 app = typer.Typer(
@@ -29,17 +31,6 @@ keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=T
 app.add_typer(keys_app, name="keys")
 console = Console()
 err = Console(stderr=True)
-
-TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
-STATUS_STYLE = {
-    "succeeded": "green",
-    "failed": "red",
-    "timed_out": "red",
-    "cancelled": "yellow",
-    "running": "cyan",
-    "queued": "white",
-    "waiting": "magenta",
-}
 
 
 def _settings() -> Settings:
@@ -101,7 +92,10 @@ def workers(
     from db.types import utcnow
 
     rows = asyncio.run(list_workers(_settings(), all_))
-    table = Table("name", "pid", "host", "queues", "running", "heartbeat", "alive")
+    table = Table("name", "pid", "host", "queues")
+    id_column(table, "running")
+    table.add_column("heartbeat")
+    table.add_column("alive")
     now = utcnow()
     for row in rows:
         alive = row.alive
@@ -110,7 +104,7 @@ def workers(
             str(row.pid),
             row.hostname,
             ",".join(row.queues),
-            " ".join(row.running) or "-",
+            "\n".join(row.running) or "-",
             f"{(now - row.heartbeat_at).total_seconds():.1f}s ago",
             "[green]yes[/green]" if alive else "[red]no[/red]",
         )
@@ -194,6 +188,8 @@ def run(
     priority: Annotated[int, typer.Option(min=0, max=9)] = 0,
 ) -> None:
     """Start a run. With --wait it runs in this process (or on the workers) live."""
+    settings = _settings()
+    quiet_logs(settings.log_level, json_logs=settings.log_json)
     code = asyncio.run(start_run(_settings(), flow, _parse_input(input), wait, priority, console))
     raise typer.Exit(code)
 
@@ -234,16 +230,22 @@ def runs_list(
 ) -> None:
     """The newest runs, across tenants."""
     rows = asyncio.run(list_runs(_settings(), flow, status or [], limit))
-    table = Table("id", "flow", "status", "steps", "current node", "created")
+    # compact, so whole ids and the status fit in 80 columns
+    table = Table(box=None, padding=(0, 1, 0, 0), header_style="bold underline")
+    id_column(table)
+    table.add_column("flow", overflow="fold")
+    table.add_column("status", min_width=9, overflow="fold")
+    table.add_column("steps", overflow="fold")
+    table.add_column("node", overflow="fold")
+    table.add_column("created (UTC)", min_width=10, overflow="fold")
     for row in rows:
-        style = STATUS_STYLE.get(row["status"], "")
         table.add_row(
             str(row["id"]),
             row["flow"],
-            f"[{style}]{row['status']}[/{style}]",
+            styled(row["status"]),
             str(row["seq"]),
             row["current_node"] or "",
-            row["created_at"].isoformat(),
+            row["created_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
         )
     console.print(table)
 
@@ -260,6 +262,14 @@ def runs_show(run_id: Annotated[str, typer.Argument()]) -> None:
     """One run with its steps."""
     found = asyncio.run(show_run(_settings(), _run_id(run_id), console))
     raise typer.Exit(0 if found else 1)
+
+
+@runs_app.command("tail")
+def runs_tail(run_id: Annotated[str, typer.Argument()]) -> None:
+    """Follow a run live (or replay a finished one); Ctrl-C stops watching, not the run."""
+    settings = _settings()
+    quiet_logs(settings.log_level, json_logs=settings.log_json)
+    raise typer.Exit(asyncio.run(tail_run(settings, _run_id(run_id), console)))
 
 
 @runs_app.command("cancel")
@@ -286,10 +296,9 @@ async def _open(settings: Settings):
 
 
 def _print_step(step: Any) -> None:
-    style = STATUS_STYLE.get(step["status"], "")
     action = step["action"] or "default"
     console.print(
-        f"  {step['seq']:>4}  [{style}]{step['status']:<9}[/{style}] {step['node']:<32} "
+        f"  {step['seq']:>4}  {styled(step['status'])} {step['node']:<32} "
         f"-> {action:<12} {step['duration_ms']:8.1f} ms  x{step['attempts']}"
     )
 
@@ -345,36 +354,79 @@ async def start_run(
             else:
                 out.print("queued: a running `pocketrun serve` on this database picks it up")
             return 0
+        local: LocalExecutor | None = None
         if settings.executor == "local":
             # This process runs it, its supervisor keeping the lease; it sweeps nobody's runs.
             local = LocalExecutor(db, registry, settings, sweep=False)
             await local.start()
-            task = asyncio.create_task(local.run_inline(run_id, budget=float("inf")))
+            await local.run_inline(run_id, budget=float("inf"))
+            source = local.events
         else:
-            await make_executor(settings, db, registry).submit(
-                run_id, priority=priority, queue=spec.queue
+            executor = make_executor(settings, db, registry)
+            await executor.submit(run_id, priority=priority, queue=spec.queue)
+            source = executor.events
+        try:
+            finished = await watch(db, source, row, out)
+        finally:
+            if local is not None:
+                await local.stop()  # on Ctrl-C: the step in flight ends, the lease is freed
+        if finished is None:
+            where = (
+                "a `pocketrun serve` on this database carries it on from its last checkpoint"
+                if local is not None
+                else "the workers carry it on"
             )
-            task = None
-        shown = 0
-        while True:
-            current = await repo.get(run_id)
-            for step in (await repo.steps(run_id))[shown:]:
-                _print_step(step)
-                shown += 1
-            if current is not None and current["status"] in TERMINAL:
-                break
-            await asyncio.sleep(0.1)
-        if task is not None:
-            await task
-            await local.stop()
-        style = STATUS_STYLE.get(current["status"], "")
-        out.print(f"[{style}]{current['status']}[/{style}]")
-        if current["output"] is not None:
-            out.print_json(json.dumps(current["output"]))
-        if current["error"]:
-            out.print_json(json.dumps(current["error"]))
-        return 0 if current["status"] == "succeeded" else 1
+            return interrupted(run_id, where)
+        print_outcome(out, finished)
+        return 0 if finished["status"] == "succeeded" else 1
     finally:
+        await db.close()
+
+
+async def watch(store: Any, source: Any, run: Any, out: Console) -> dict[str, Any] | None:
+    """Draw the run's event stream until it finishes (its run JSON) or Ctrl-C (None)."""
+    from api.events import RunEventStream
+
+    stream = RunEventStream(store, source, dict(run), internals=True, stopping=lambda: False)
+    with RunView(out, dict(run), record=lambda: stream.run) as view:
+        return await follow(stream.messages, view)
+
+
+def interrupted(run_id: uuid.UUID, where: str) -> int:
+    err.print(f"stopped watching; run {run_id} goes on: {where}.", highlight=False, soft_wrap=True)
+    err.print(f"to cancel it: pocketrun runs cancel {run_id}", markup=False, soft_wrap=True)
+    return 130
+
+
+async def tail_run(settings: Settings, run_id: uuid.UUID, out: Console) -> int:
+    db = await _open(settings)
+    client = None
+    try:
+        row = await db.get(run_id)
+        if row is None:
+            err.print("run not found")
+            return 1
+        if settings.executor == "celery" and settings.redis_url:
+            from workers.dispatch import redis_client
+            from workers.redis_events import RedisEvents
+
+            client = redis_client(settings.redis_url)
+            source: Any = RedisEvents(client, settings)
+        else:
+            source = RecordOnly()  # the process running it is elsewhere: follow the record
+        out.print(
+            f"run [bold]{run_id}[/bold] ({row['flow']} v{row['flow_version']}) "
+            f"{styled(row['status'])}",
+            soft_wrap=True,
+        )
+        finished = await watch(db, source, row, out)
+        if finished is None:
+            return interrupted(run_id, "this command only watched it")
+        print_outcome(out, finished)
+        return 0 if finished["status"] == "succeeded" else 1
+    finally:
+        if client is not None:
+            await client.aclose()
         await db.close()
 
 
@@ -516,7 +568,10 @@ def keys_list(
         finally:
             await db.close()
 
-    table = Table("id", "prefix", "name", "tenant", "role", "created", "expires", "revoked")
+    table = Table()
+    id_column(table, width=16)
+    for name in ("prefix", "name", "tenant", "role", "created", "expires", "revoked"):
+        table.add_column(name)
     for row in asyncio.run(main()):
         table.add_row(
             row["id"],

@@ -103,6 +103,12 @@ class RunEventStream:
                     async for message in self._from_record():
                         yield message
 
+    async def messages(self, after: int) -> AsyncIterator[tuple[int | None, str, Any]]:
+        """The same events as ``events`` as ``(id, type, data)``, for an in-process reader
+        (the CLI's live view): exactly what an SSE client gets, step and run JSON included."""
+        async for message in self.events(after):
+            yield unframe(message)
+
     async def _from_record(self) -> AsyncIterator[bytes]:
         """What the record holds past the last event sent; refreshes ``self.run``."""
         self.run = dict(await self.store.get(self.run_id) or self.run)
@@ -175,3 +181,10 @@ def frame(number: int | None, kind: str, data: bytes) -> bytes:
     """One SSE message: compact JSON never holds a line break, so one ``data:`` line."""
     head = f"id: {number}\r\n" if number is not None else ""
     return f"{head}event: {kind}\r\ndata: ".encode() + data + b"\r\n\r\n"
+
+
+def unframe(message: bytes) -> tuple[int | None, str, Any]:
+    """``frame`` undone: the message's id (None for a cut), its type and its JSON data."""
+    fields = dict(line.split(b": ", 1) for line in message.split(b"\r\n") if line)
+    number = fields.get(b"id")
+    return (int(number) if number else None), fields[b"event"].decode(), loads(fields[b"data"])

@@ -12,13 +12,15 @@ import pytest
 from tests.support import BIN, ROOT
 
 
-def pocketrun(db_url: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def pocketrun(
+    db_url: str, *args: str, timeout: float = 120, columns: int = 200
+) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "POCKETRUN_DATABASE_URL": db_url,
         "POCKETRUN_LOG_LEVEL": "WARNING",
         "POCKETRUN_FLOWS": "tests.edge_flows",
-        "COLUMNS": "200",
+        "COLUMNS": str(columns),
     }
     return subprocess.run(
         [str(BIN / "pocketrun"), *args],
