@@ -387,7 +387,9 @@ async def watch(store: Any, source: Any, run: Any, out: Console) -> dict[str, An
     """Draw the run's event stream until it finishes (its run JSON) or Ctrl-C (None)."""
     from api.events import RunEventStream
 
-    stream = RunEventStream(store, source, dict(run), internals=True, stopping=lambda: False)
+    stream = RunEventStream(
+        store, source, dict(run), internals=True, debug=True, stopping=lambda: False
+    )
     with RunView(out, dict(run), record=lambda: stream.run) as view:
         return await follow(stream.messages, view)
 

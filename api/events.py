@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from api.schemas import RunOut
-from api.serialize import json_body, public_delta, run_data, step_data
+from api.serialize import json_body, run_data, step_data
 from core.events import (
     RUN_FINISHED_EVENT,
     RUN_STATUS,
@@ -33,7 +33,7 @@ from core.events import (
     run_finished_id,
     started_extra,
 )
-from core.jsonutil import dumps
+from core.jsonutil import dumps, loads
 from db.store import TERMINAL, RunStore
 from workers.live import EventSource
 
@@ -50,13 +50,15 @@ class RunEventStream:
         run: dict[str, Any],
         *,
         internals: bool,
+        debug: bool,
         stopping: Callable[[], bool],
     ) -> None:
         self.store = store
         self.hub = hub
         self.run = run
         self.run_id: uuid.UUID = run["id"]
-        self.internals = internals
+        self.internals = internals  # flows:internals: where steps ran
+        self.debug = debug  # runs:internals: tracebacks and deltas
         self.stopping = stopping
         self.last = 0  # the id of the last event sent
         self._steps_read = 0  # the record has been read up to this step
@@ -143,7 +145,8 @@ class RunEventStream:
         if event_number <= self.last:
             return None
         self.last = event_number
-        return frame(event_number, RUN_FINISHED_EVENT, json_body(RunOut, run_data(self.run)))
+        run = json_body(RunOut, run_data(self.run, debug=self.debug))
+        return frame(event_number, RUN_FINISHED_EVENT, run)
 
     def _cut(self) -> bytes:
         data = {
@@ -156,7 +159,7 @@ class RunEventStream:
     def _sse(self, event: Event) -> bytes:
         """The event's wire form, made once per event (and variant) for all its streams."""
         self.last = event.id
-        variant = self.internals if event.type == STEP_FINISHED_EVENT else None
+        variant = (self.internals, self.debug) if event.type == STEP_FINISHED_EVENT else None
         framed = event.frames.get(variant)
         if framed is None:
             if event.type == STEP_FINISHED_EVENT:
@@ -170,10 +173,8 @@ class RunEventStream:
     def _step_json(self, row: Any) -> dict[str, Any]:
         """The step JSON plus its delta; without its output, which the stream has sent
         chunk by chunk already (a step's output can be megabytes, once per subscriber)."""
-        step = step_data(row, internals=self.internals)
+        step = step_data(row, internals=self.internals, debug=self.debug, delta=self.debug)
         del step["output"]
-        step["duration_ms"] = round(step["duration_ms"], 3)
-        step["delta"] = public_delta(row.get("delta"))
         return step
 
 

@@ -50,6 +50,7 @@ async def stream_events(
         state.executor.events,
         dict(run),
         internals=allowed(principal, Permission.flow_internals),
+        debug=allowed(principal, Permission.run_internals),
         stopping=state.draining.is_set,
     )
     return EventSourceResponse(
