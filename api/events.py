@@ -108,8 +108,10 @@ class RunEventStream:
     async def messages(self, after: int) -> AsyncIterator[tuple[int | None, str, Any]]:
         """The same events as ``events`` as ``(id, type, data)``, for an in-process reader
         (the CLI's live view): exactly what an SSE client gets, step and run JSON included."""
-        async for message in self.events(after):
-            yield unframe(message)
+        async for written in self.events(after):  # one write may hold several messages
+            for message in written.split(b"\r\n\r\n"):
+                if message:
+                    yield unframe(message)
 
     async def _from_record(self) -> AsyncIterator[bytes]:
         """What the record holds past the last event sent; refreshes ``self.run``."""
