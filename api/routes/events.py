@@ -9,14 +9,46 @@ from sse_starlette import EventSourceResponse
 
 from api.authz import Permission, Requires, allowed
 from api.deps import app_state
-from api.events import RunEventStream
+from api.events import CUT_EVENT, RunEventStream
 from api.openapi import errors
 from api.routes.runs import visible_run
 from core.errors import InvalidInput
+from core.events import (
+    OUTPUT_EVENT,
+    PROGRESS_EVENT,
+    RESET_EVENT,
+    RUN_FINISHED_EVENT,
+    RUN_STATUS_EVENT,
+    STEP_FINISHED_EVENT,
+    STEP_STARTED_EVENT,
+)
 from core.principal import Principal
 
 router = APIRouter(tags=["runs"])
 
+# One message of the stream (OpenAPI 3.1 has no itemSchema: tools read ``schema`` as the
+# shape of each event); ``data`` is JSON text, its shape set by ``event`` (DESIGN.md 10).
+SSE_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {
+            "type": "string",
+            "enum": [
+                RUN_STATUS_EVENT,
+                STEP_STARTED_EVENT,
+                OUTPUT_EVENT,
+                RESET_EVENT,
+                PROGRESS_EVENT,
+                STEP_FINISHED_EVENT,
+                RUN_FINISHED_EVENT,
+                CUT_EVENT,
+            ],
+        },
+        "id": {"type": "string", "pattern": "^[0-9]{1,16}$"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
 PING_SECONDS = 15  # a comment line on an idle stream keeps proxies from closing it
 SEND_TIMEOUT = 30  # a client that takes no bytes for this long is dropped
 
@@ -29,7 +61,7 @@ SEND_TIMEOUT = 30  # a client that takes no bytes for this long is dropped
         200: {
             "description": "Server-sent events: run.status, step.started, node.output, "
             "node.output.reset, step.finished, run.finished (the last)",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": SSE_EVENT}},
         },
         **errors(404, 422),
     },
