@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import tempfile
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,12 +34,11 @@ import orjson
 from pocketflow import Flow, Node
 
 from bench.api import BIN, ROOT, Proc, free_port
-from bench.common import machine, save, table
+from bench.common import machine, save, scratch_database, table
 from core.context import emit
 from flows.registry import register
 from nodes.control import Sleep
 
-PG_ADMIN = os.environ.get("POCKETRUN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 CHUNKS, GAP = 400, 0.005
 STEPS = 10_000
 
@@ -179,11 +177,13 @@ def embedded(tmp: Path, rounds: int) -> dict[str, Any]:
 
 
 def distributed(tmp: Path) -> dict[str, Any]:
+    with scratch_database("pocketrun_bench_events") as database_url:
+        return _distributed(tmp, database_url)
+
+
+def _distributed(tmp: Path, database_url: str) -> dict[str, Any]:
     port = free_port()
     redis_url = f"redis://127.0.0.1:{port}/0"
-    name = f"pocketrun_bench_events_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    database_url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
     redis = subprocess.Popen(
         ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
@@ -219,17 +219,6 @@ def distributed(tmp: Path) -> dict[str, Any]:
         worker.wait(30)
         redis.terminate()
         redis.wait(10)
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-async def _admin(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 def report(payload: dict[str, Any]) -> str:

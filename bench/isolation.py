@@ -17,23 +17,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import subprocess
 import tempfile
 import threading
 import time
-import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 
 from bench.api import BIN, ROOT, Proc
-from bench.common import machine, save, table
+from bench.common import machine, save, scratch_database, table
 
-PG_ADMIN = os.environ.get("POCKETRUN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 FLOWS = "tests.edge_flows,tests.hostile_flows"
 VICTIM_EVERY = 0.05  # the victim submits at most 20 runs a second
 
@@ -164,26 +163,20 @@ async def read_steps(url: str, key: str, run_id: str, readers: int) -> dict[str,
     return {"statuses": statuses, "largest_page_bytes": largest, "seconds": seconds}
 
 
-def database(dialect: str, tmp: Path) -> tuple[str, str | None]:
+@contextlib.contextmanager
+def database(dialect: str, tmp: Path) -> Iterator[str]:
     if dialect == "sqlite":
-        return f"sqlite:///{tmp / 'pocketrun.db'}", None
-    name = f"pocketrun_bench_iso_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name, name
-
-
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+        yield f"sqlite:///{tmp / 'pocketrun.db'}"
+    else:
+        with scratch_database("pocketrun_bench_iso") as url:
+            yield url
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="pocketrun-bench-iso-") as tmp_name:
+    with contextlib.ExitStack() as stack:
+        tmp_name = stack.enter_context(tempfile.TemporaryDirectory(prefix="pocketrun-bench-iso-"))
         tmp = Path(tmp_name)
-        url, pg_name = database(args.dialect, tmp)
+        url = stack.enter_context(database(args.dialect, tmp))
         env = {
             **os.environ,
             "POCKETRUN_DATABASE_URL": url,
@@ -225,8 +218,6 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             peak = _rss_kb(pid, "VmHWM")
         finally:
             server.stop()
-            if pg_name:
-                asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
 
     def stats(times: dict[str, list[float]]) -> dict[str, float]:
         return {
