@@ -27,6 +27,15 @@ def unstorable(text: str) -> str | None:
     return None
 
 
+def storable(text: str) -> str:
+    """``text`` made storable everywhere: NUL written out as ``\\x00``, lone surrogates
+    as backslash escapes (for text pocketrun writes itself, e.g. a node's error)."""
+    text = text.replace("\x00", "\\x00")
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def unstorable_bytes(raw: bytes, *, plus_is_space: bool = False) -> str | None:
     """Why percent-encoded ``raw`` (a path or a query component) does not decode to
     storable text, or None. Strict UTF-8: ``%ED%A0%80`` (a surrogate) and ``%FF`` fail."""

@@ -73,6 +73,20 @@ def chatter() -> Flow:
     return Flow(start=Chatter())
 
 
+class Unspeakable(Node):
+    """Raises an error whose text no PostgreSQL column takes: NUL, a lone surrogate, 1 MB."""
+
+    def __init__(self) -> None:
+        super().__init__(max_retries=1)
+
+    def exec(self, prep_res):
+        raise ValueError("bad\x00byte \ud800 " + "x" * 1_000_000)
+
+
+def unspeakable() -> Flow:
+    return Flow(start=Unspeakable())
+
+
 def nap_chatter() -> Flow:
     """A nap first (subscribers gather), then the chatter."""
     first = Sleep()
@@ -86,3 +100,4 @@ register("nap", nap, mode="background")
 register("pair", pair, mode="background")
 register("chatter", chatter, mode="background")
 register("nap-chatter", nap_chatter, mode="background")
+register("unspeakable", unspeakable, mode="background")

@@ -221,3 +221,17 @@ def test_idempotency_keys_belong_to_their_principal(server_factory, order: str) 
         assert again.status_code in (201, 202), again.text
         assert again.headers["idempotent-replayed"] == "true"
         assert again.json()["id"] == mine.json()["id"]
+
+
+def test_an_error_no_database_could_store_fails_its_run_cleanly(server_factory) -> None:
+    """A node's exception text is anything: NUL and lone surrogates are written out, a huge
+    message is cut, and the run fails like any other (PostgreSQL refused it before)."""
+    server: Server = server_factory(FLOWS)
+    with server.client() as client:
+        run = wait_for_run(client, _start(client, "unspeakable")["id"], timeout=30)
+        steps = client.get(f"/v1/runs/{run['id']}/steps").json()["items"]
+    assert run["status"] == "failed", run
+    message = run["error"]["message"]
+    assert message.startswith("ValueError: bad\\x00byte \\ud800 xxx"), message[:60]
+    assert len(message) < 5000 and " ... " in message
+    assert steps[-1]["status"] == "failed" and steps[-1]["error"]["message"] == message

@@ -21,6 +21,7 @@ from pocketflow import AsyncBatchNode, BaseNode, BatchNode, Flow
 
 from core.context import set_emitter, set_step_key
 from core.jsonutil import roundtrip
+from core.text import storable
 from flows.compiler import ASYNC_KINDS, Graph, Kind, NodeInfo
 from workers.cursor import Cursor, Frame
 from workers.live import LiveStep
@@ -28,6 +29,7 @@ from workers.threads import StepThreads
 from workers.tracebacks import NodeTraceback, node_traceback
 
 BATCH_KINDS = {Kind.batch_flow, Kind.async_batch_flow}
+MAX_MESSAGE = 4000  # characters of an error message kept with the step
 
 
 class StepError(Exception):
@@ -57,7 +59,11 @@ class StepError(Exception):
         return cls("node_error", message, node, attempts=attempts, traceback=node_traceback(exc))
 
     def to_json(self) -> dict[str, Any]:
-        out = {"type": self.type, "message": self.message, "node": self.node}
+        # an exception's text is anything: every database must be able to keep it
+        message = storable(self.message)
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE // 2] + " ... " + message[-MAX_MESSAGE // 2 :]
+        out = {"type": self.type, "message": message, "node": self.node}
         if self.traceback is not None:
             out["traceback"] = self.traceback.text
         return out

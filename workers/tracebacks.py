@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pocketflow
 
+from core.text import storable
+
 MAX_FRAMES = 30  # the innermost ones: where it raised
 MAX_CHARS = 8000  # what one step's error keeps of it (and about 40 characters more)
 _INTERNAL_DIRS = tuple(
@@ -60,18 +62,12 @@ def _trim(exc: traceback.TracebackException, seen: set[int]) -> None:
             _trim(chained, seen)
 
 
-def _storable(text: str) -> str:
-    """Every database can keep it: no NUL, no lone surrogates (exception text is anything)."""
-    text = text.replace("\x00", "\\x00")
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def node_traceback(exc: BaseException) -> NodeTraceback:
     summary = traceback.TracebackException.from_exception(exc, capture_locals=False)
     _trim(summary, set())
     innermost = summary.stack[-1] if summary.stack else None
     raised_at = f"{innermost.filename}:{innermost.lineno}" if innermost else None
-    text = _storable("".join(summary.format()))
+    text = storable("".join(summary.format()))
     if len(text) > MAX_CHARS:  # a huge message: keep the frames and both ends of it
         half = MAX_CHARS // 2
         text = f"{text[:half]}\n... {len(text) - 2 * half} characters cut ...\n{text[-half:]}"
