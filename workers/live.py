@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -83,31 +84,25 @@ class LiveStep:
             self._reset(1)
 
     def emit(self, chunk: Any, size: int) -> None:
-        with self._lock:
-            if self._closed or self.output is None:
-                return
-            event = self.output.chunk(chunk, size)
-        if event is not None:
-            self._send(event)
+        self._record(lambda output: output.chunk(chunk, size))
 
     def progress(self, done: int, total: int) -> None:
         """A batch node finished ``done`` of its ``total`` items."""
-        with self._lock:
-            if self._closed or self.output is None:
-                return
-            event = self.output.progress(done, total)
-        if event is not None:
-            self._send(event)
+        self._record(lambda output: output.progress(done, total))
 
     def retry(self, attempt: int) -> None:
         """The node's ``attempt``-th exec call begins: the stream resets."""
         self._reset(attempt)
 
     def _reset(self, attempt: int) -> None:
+        self._record(lambda output: output.reset(attempt))
+
+    def _record(self, make: Callable[[StepOutput], Event | None]) -> None:
+        """Number an event under the lock (nodes emit from their threads), then send it."""
         with self._lock:
             if self._closed or self.output is None:
                 return
-            event = self.output.reset(attempt)
+            event = make(self.output)
         if event is not None:
             self._send(event)
 
