@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
 from core.errors import InvalidInput
 from core.ids import parse_uuid
@@ -29,3 +31,12 @@ def parse_cursor(cursor: str | None) -> uuid.UUID | None:
             ],
         )
     return parsed
+
+
+def keyset_page(rows: Sequence[Any], limit: int, key: str) -> tuple[Sequence[Any], str | None]:
+    """A page from ``limit + 1`` rows read: the first ``limit``, and the next page's cursor
+    (the last one's ``key``) when there was one more."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, str(rows[-1][key])

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from api.authz import Permission, Requires, tenant_scope
 from api.deps import security_state
 from api.openapi import errors
-from api.pagination import CURSOR_PATTERN, parse_cursor
+from api.pagination import CURSOR_PATTERN, keyset_page, parse_cursor
 from api.routing import LeanRoute
 from api.serialize import json_response, page
 from core.principal import Principal
@@ -71,7 +71,5 @@ async def list_audit(
     rows = await security_state(request).audit.list(
         tenant_scope(principal), action=action, limit=limit + 1, before_id=before
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = str(rows[-1]["id"]) if more else None
+    rows, next_cursor = keyset_page(rows, limit, "id")
     return json_response(AuditPage, page([audit_data(r) for r in rows], next_cursor))

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.authz import Permission, Requires, tenant_scope
 from api.deps import security_state
 from api.openapi import LOCATION, errors
+from api.pagination import keyset_page
 from api.routing import LeanRoute
 from api.schemas import Moment, StoredText
 from api.serialize import json_response, page
@@ -139,9 +140,7 @@ async def list_keys(
     elif tenant is not None and tenant != scope:
         return json_response(KeyPage, page([]))
     rows = await security_state(request).keys.list(scope, limit=limit + 1, before_id=cursor)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = rows[-1]["id"] if more else None
+    rows, next_cursor = keyset_page(rows, limit, "id")
     return json_response(KeyPage, page([key_data(r) for r in rows], next_cursor))
 
 

@@ -24,7 +24,7 @@ from api.authz import (
 )
 from api.deps import app_state
 from api.openapi import ETAG, LOCATION, REPLAYED, errors
-from api.pagination import CURSOR_PATTERN, parse_cursor
+from api.pagination import CURSOR_PATTERN, keyset_page, parse_cursor
 from api.problems import field_errors
 from api.routing import LeanRoute
 from api.schemas import (
@@ -275,9 +275,7 @@ async def list_runs(
             before_id=parse_cursor(cursor),
         )
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = str(rows[-1]["id"]) if more else None
+    rows, next_cursor = keyset_page(rows, limit, "id")
     debug = _internals(principal)
     items = [run_data(r, debug=debug) for r in rows]
     return json_response(RunPage, page(items, next_cursor))
@@ -334,9 +332,7 @@ async def list_steps(
         raise Forbidden(f"the {principal.role} role may not see step deltas")
     after = int(cursor) if cursor is not None else 0
     steps = await state.store.steps(row["id"], after=after, limit=limit + 1, delta=deltas)
-    more = len(steps) > limit
-    steps = steps[:limit]
-    next_cursor = str(steps[-1]["seq"]) if more else None
+    steps, next_cursor = keyset_page(steps, limit, "seq")
     internals = allowed(principal, Permission.flow_internals)
     items = [step_data(s, internals=internals, debug=debug, delta=deltas) for s in steps]
     return json_response(StepPage, page(items, next_cursor))
