@@ -34,7 +34,7 @@ class Subscription:
         # not counted against ``limit`` (only what arrives while the client lags is)
         self._backlog: deque[Event] = deque(backlog or ())
         self._events: deque[Event] = deque()
-        self._ready = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None  # the reader, while it waits
 
     def start(self, after: int) -> None:
         """The stream has read the record up to ``after``; this feed buffers already."""
@@ -47,12 +47,14 @@ class Subscription:
             self.cut = True
             self._events.clear()
             EVENT_SUBSCRIBERS_CUT.inc()
-            self._ready.set()
+            self.wake()
         else:
             self._events.append(event)
 
     def wake(self) -> None:
-        self._ready.set()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def queued(self) -> Event | None:
         """The next event if one is waiting already, else None (never waits)."""
@@ -73,11 +75,21 @@ class Subscription:
             left = until - loop.time()
             if left <= 0:
                 break
-            # a wake-up may find nothing: what it flushed was taken with queued() already
-            self._ready.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), left)
+            # a bare future and a timer: a wait per wake-up, cheap enough to be one per write
+            # (a wake-up may find nothing: what it flushed was taken with queued() already)
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(left, _expire, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
         return None
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class _Channel:
