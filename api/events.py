@@ -116,15 +116,17 @@ class RunEventStream:
     async def _from_record(self) -> AsyncIterator[bytes]:
         """What the record holds past the last event sent; refreshes ``self.run``."""
         self.run = dict(await self.store.get(self.run_id) or self.run)
-        if self.run["started_at"] is not None and self.last < event_id(1, RUN_STATUS):
-            data = {"status": "running", "current_node": None}
-            first = await self.store.steps(self.run_id, limit=1)
-            data["current_node"] = first[0]["node"] if first else self.run["current_node"]
+        rows = await self._page()
+        # Steps may have been committed after the run was read: they started it as well.
+        if self.last < event_id(1, RUN_STATUS) and (self.run["started_at"] is not None or rows):
+            if rows and self._steps_read == 0:
+                first = rows[0]["node"]
+            else:
+                earliest = await self.store.steps(self.run_id, limit=1)
+                first = earliest[0]["node"] if earliest else self.run["current_node"]
+            data = {"status": "running", "current_node": first}
             yield self._sse(Event(event_id(1, RUN_STATUS), RUN_STATUS_EVENT, data))
         while True:
-            rows = await self.store.steps(
-                self.run_id, after=self._steps_read, limit=PAGE, delta=True
-            )
             for row in rows:
                 frames = [self._sse(e) for e in self._step_events(row) if e.id > self.last]
                 self._steps_read = row["seq"]
@@ -132,6 +134,12 @@ class RunEventStream:
                     yield b"".join(frames)
             if len(rows) < PAGE:
                 return
+            rows = await self._page()
+
+    async def _page(self) -> list[Any]:
+        return list(
+            await self.store.steps(self.run_id, after=self._steps_read, limit=PAGE, delta=True)
+        )
 
     def _step_events(self, row: Any) -> list[Event]:
         seq, node = row["seq"], row["node"]

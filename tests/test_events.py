@@ -224,3 +224,30 @@ def test_batches_report_their_progress_live_and_replayed(server: Server, flow, b
     if flow == "wordcount":  # a BatchFlow: each pass's step says which item of how many
         passes = [d["batch"] for _, kind, d in live if kind == "step.started" and "batch" in d]
         assert passes == [{"item": i, "items": 3} for i in (1, 2, 3)], passes
+
+
+async def test_a_stream_opened_as_the_run_starts_still_begins_with_run_status(db) -> None:
+    """The record is read while the run starts and races through its first steps: the
+    steps committed after the run was read started it too, so run.status comes first."""
+    from api.events import RunEventStream
+    from flows.registry import REGISTRY
+    from tests.test_equivalence import create_run, settings_for
+    from workers.local import LocalExecutor
+
+    executor = LocalExecutor(db, REGISTRY, settings_for(db), sweep=False)
+    await executor.start()
+    try:
+        for _ in range(8):
+            run_id = await create_run(db, "wordcount", {})
+            await executor.submit(run_id)
+            run = dict(await db.get(run_id))
+            stream = RunEventStream(
+                db, executor.events, run, internals=True, debug=True, stopping=lambda: False
+            )
+            messages = [m async for m in stream.messages(0)]
+            kinds = [kind for _, kind, _ in messages]
+            ids = [number for number, _, _ in messages]
+            assert kinds[0] == "run.status" and kinds.count("run.status") == 1, kinds[:4]
+            assert kinds[-1] == "run.finished" and ids == sorted(set(ids))
+    finally:
+        await executor.stop()
