@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PG_ADMIN = os.environ.get("POCKETRUN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+# Where benches create their throwaway databases (POCKETRUN_BENCH_PG overrides).
+PG_ADMIN = os.environ.get("POCKETRUN_BENCH_PG") or os.environ.get(
+    "POCKETRUN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
-async def _pg_admin(sql: str) -> None:
+async def pg_admin(sql: str) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(PG_ADMIN)
@@ -34,11 +37,11 @@ async def _pg_admin(sql: str) -> None:
 def scratch_database(prefix: str) -> Iterator[str]:
     """A new PostgreSQL database on the test server for one bench, dropped after: its URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
     try:
         yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
     finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def machine() -> dict[str, Any]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import tempfile
 import time
 import uuid
@@ -32,17 +31,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from bench.common import machine, median, save, table
-
-PG_ADMIN = os.environ.get("POCKETRUN_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-async def pg_admin(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+from bench.common import PG_ADMIN, machine, median, pg_admin, save, table
 
 
 class Database:

@@ -260,7 +260,8 @@ class RunEngine:
                 return await self._fail_step(claimed, seq, result, error, now, output)
             done = result.cursor.done
             # encoded once here: the bytes are counted and the stores write them as they are
-            step_delta, delta_bytes = encoded(delta.to_json())
+            delta_json = delta.to_json()
+            step_delta, delta_bytes = encoded(delta_json)
             step_cursor, cursor_bytes = encoded(None if done else result.cursor.to_json())
             step_output, output_bytes = encoded(output)
             step_bytes = delta_bytes + cursor_bytes + output_bytes
@@ -309,7 +310,7 @@ class RunEngine:
             cursor = result.cursor
             self._published(run_id)
             if step is not None:
-                self._step_finished(run_id, step, output, delta.to_json())
+                self._step_finished(run_id, step, output, delta_json)
             if done:
                 self._run_finished(run_id, seq)
                 run_ended("succeeded")

@@ -158,11 +158,3 @@ class EventHub:
             EVENT_SUBSCRIBERS.dec()
             if not channel.subscribers and not channel.current:
                 self._channels.pop(run_id, None)
-
-    def forget(self, run_id: uuid.UUID) -> None:
-        """The run stopped here (paused, lost, ended): its block in progress is void."""
-        channel = self._channels.get(run_id)
-        if channel is not None:
-            channel.current.clear()
-            if not channel.subscribers:
-                del self._channels[run_id]

@@ -42,9 +42,6 @@ class FairQueue:
     def qsize(self) -> int:
         return self._size
 
-    def in_flight(self, tenant: str) -> int:
-        return self._running.get(tenant, 0)
-
     def put(
         self,
         run_id: uuid.UUID,

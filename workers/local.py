@@ -93,22 +93,22 @@ class LocalExecutor:
         queue: str = "default",
         tenant: str = "default",
     ) -> None:
-        if run_id in self._known:
-            return
-        self._known.add(run_id)
-        remember(run_id)
-        self._queue.put(run_id, tenant, priority)
-        QUEUE_DEPTH.set(self._queue.qsize())
+        self._enqueue(run_id, tenant, priority, None)
 
     async def run_inline(
         self, run_id: uuid.UUID, budget: float, *, tenant: str = "default", priority: int = 0
+    ) -> None:
+        until = asyncio.get_running_loop().time() + budget
+        self._enqueue(run_id, tenant, priority, until)
+
+    def _enqueue(
+        self, run_id: uuid.UUID, tenant: str, priority: int, inline_until: float | None
     ) -> None:
         if run_id in self._known:
             return
         self._known.add(run_id)
         remember(run_id)
-        until = asyncio.get_running_loop().time() + budget
-        self._queue.put(run_id, tenant, priority, inline_until=until)
+        self._queue.put(run_id, tenant, priority, inline_until=inline_until)
         QUEUE_DEPTH.set(self._queue.qsize())
 
     async def _advance(self, run_id: uuid.UUID, budget: float | None) -> Outcome | None:
