@@ -342,6 +342,7 @@ async def start_run(
                 metadata={"source": "cli"},
                 run_timeout=spec.run_timeout,
                 current_node=spec.start_node,
+                trigger={"type": "cli"},
             )
         )
         run_id = row["id"]

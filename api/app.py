@@ -14,7 +14,7 @@ from api.admission import Admission
 from api.cluster import end_with_supervisor
 from api.draining import Drain
 from api.middleware import RequestMiddleware
-from api.routes import events, flows, health, runs
+from api.routes import control, events, flows, health, runs
 from api.security import start_security
 from api.state import AppState
 from core.logging import configure_logging
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(flows.router)
     app.include_router(runs.router)
+    app.include_router(control.router)
     app.include_router(events.router)
     hardening.install(app, settings)  # keys and audit routes, security middleware, CORS
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)

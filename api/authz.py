@@ -28,7 +28,8 @@ class Permission(StrEnum):
     run_read = "runs:read"
     run_cancel = "runs:cancel"
     run_resume = "runs:resume"
-    run_retry = "runs:retry"
+    run_retry = "runs:retry"  # retry and replay
+    run_control = "runs:control"  # pause and unpause
     run_internals = "runs:internals"  # tracebacks, step deltas, the shared store
     key_create = "keys:create"
     key_read = "keys:read"
@@ -46,6 +47,7 @@ _AUDITED = {
     Permission.run_cancel: "run.cancel",
     Permission.run_resume: "run.resume",
     Permission.run_retry: "run.retry",
+    Permission.run_control: "run.control",
     Permission.flow_register: "flow.register",
     Permission.key_create: "key.create",
     Permission.key_revoke: "key.revoke",
@@ -54,13 +56,14 @@ _AUDITED = {
 P = Permission
 _CATALOG = {P.flow_read}
 _OWN_RUNS = {P.run_start, P.run_read, P.run_cancel, P.run_resume}
-_ALL_RUNS = {P.run_read, P.run_cancel, P.run_resume, P.run_retry}
+_ALL_RUNS = {P.run_read, P.run_cancel, P.run_resume, P.run_retry, P.run_control}
 _RUN_INTERNALS = {P.run_internals}  # DESIGN.md section 10: never consumers
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     # consumer: read catalog; start runs; read, cancel, resume its own
     Role.consumer: frozenset(_CATALOG | _OWN_RUNS),
-    # operator: read catalog; read, cancel, retry, resume all runs of the tenant, and
+    # operator: read catalog; read, cancel, resume, retry, replay, pause and unpause all
+    # runs of the tenant, and
     # see their internals (tracebacks, step deltas, the shared store)
     Role.operator: frozenset(_CATALOG | _ALL_RUNS | _RUN_INTERNALS),
     # engineer: as operator, plus flow internals and registration

@@ -22,10 +22,14 @@ from core.events import (
     RUN_FINISHED_EVENT,
     RUN_STATUS,
     RUN_STATUS_EVENT,
+    RUN_WAITING_EVENT,
     STEP_FINISHED,
     STEP_FINISHED_EVENT,
     STEP_STARTED,
     STEP_STARTED_EVENT,
+    STOPPED_STATUS,
+    WAITING,
+    WAITING_STATUS,
     Event,
     block_of,
     event_id,
@@ -34,7 +38,7 @@ from core.events import (
     started_extra,
 )
 from core.jsonutil import dumps, loads
-from db.store import TERMINAL, RunStore
+from db.store import STOPPED, TERMINAL, RunStore
 from workers.live import EventSource
 
 PAGE = 500  # steps read from the record at a time
@@ -133,8 +137,27 @@ class RunEventStream:
                 if frames:
                     yield b"".join(frames)
             if len(rows) < PAGE:
+                for event in self._stopped_events():
+                    if event.id > self.last:
+                        yield self._sse(event)
                 return
             rows = await self._page()
+
+    def _stopped_events(self) -> list[Event]:
+        """A run that holds nothing now (waiting, sleeping, paused): what the engine said
+        live when it stopped, as the record shows it."""
+        status, seq = self.run["status"], self.run["seq"]
+        if self._steps_read < seq or status not in STOPPED:
+            return []
+        if status == "waiting" and self.run["waiting_for"] is not None:
+            waiting_for = self.run["waiting_for"]
+            data = {"status": status, "current_node": waiting_for["node"]}
+            return [
+                Event(event_id(seq + 1, WAITING_STATUS), RUN_STATUS_EVENT, data),
+                Event(event_id(seq + 1, WAITING), RUN_WAITING_EVENT, dict(waiting_for)),
+            ]
+        data = {"status": status, "current_node": None}
+        return [Event(event_id(seq, STOPPED_STATUS), RUN_STATUS_EVENT, data)]
 
     async def _page(self) -> list[Any]:
         return list(

@@ -11,7 +11,17 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from core.text import unstorable
 
-RunStatus = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled", "timed_out"]
+RunStatus = Literal[
+    "queued",
+    "running",
+    "waiting",
+    "paused",
+    "sleeping",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "timed_out",
+]
 StepStatus = Literal["succeeded", "failed", "timed_out", "cancelled"]
 
 
@@ -112,6 +122,21 @@ class ErrorOut(BaseModel):
     )
 
 
+class TriggerOut(BaseModel):
+    type: Literal["api", "cli", "schedule", "replay"]
+    id: str | None = None
+
+
+class WaitingFor(BaseModel):
+    node: str
+    request: dict[str, Any]
+
+
+class ParentOut(BaseModel):
+    run: str
+    seq: int
+
+
 class RunOut(BaseModel):
     id: str
     flow: str
@@ -129,6 +154,39 @@ class RunOut(BaseModel):
     output: dict[str, Any] | None
     error: ErrorOut | None
     metadata: dict[str, Any]
+    trigger: TriggerOut
+    waiting_for: WaitingFor | None = Field(
+        description="What a waiting run asks for: the node and its request"
+    )
+    wake_at: datetime | None = Field(
+        description="When a sleeping run wakes, or a waiting run's wait times out"
+    )
+    pause_requested: bool = Field(description="Asked to pause at its next checkpoint")
+    parent: ParentOut | None = Field(description="A replay's source run and step")
+    retries: int = Field(description="How often an operator carried it on after it ended")
+
+
+class RunResume(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    payload: Any = Field(description="The answer; it must match the request's schema")
+
+
+class RunRetry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    patch: dict[str, Any] = Field(
+        default_factory=dict, description="Shared-store keys to set before the step runs again"
+    )
+
+
+class RunReplay(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    from_seq: int = Field(ge=1, le=2**31 - 1, strict=True, description="The step to start at")
+    patch: dict[str, Any] = Field(
+        default_factory=dict, description="Shared-store keys to set before that step"
+    )
 
 
 class DeltaOut(BaseModel):

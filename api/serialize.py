@@ -16,6 +16,7 @@ from core.events import final_chunks
 from flows.registry import FlowSpec
 
 JSON = "application/json"
+API_TRIGGER = {"type": "api"}  # runs recorded before triggers were
 Row = Mapping[str, Any]
 
 
@@ -61,6 +62,16 @@ def run_data(row: Row, *, debug: bool = False) -> dict[str, Any]:
         "output": row["output"],
         "error": error_data(row["error"], debug=debug),
         "metadata": row["metadata"],
+        "trigger": row["trigger"] or API_TRIGGER,
+        "waiting_for": row["waiting_for"],
+        "wake_at": row["wake_at"],
+        "pause_requested": row["pause_requested"],
+        "parent": (
+            {"run": str(row["parent_run_id"]), "seq": row["parent_seq"]}
+            if row["parent_run_id"] is not None
+            else None
+        ),
+        "retries": row["retries"],
     }
 
 

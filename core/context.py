@@ -39,3 +39,26 @@ def emit(chunk: Any) -> None:
 
 def set_emitter(emitter: Callable[[Any, int], None] | None) -> None:
     _emitter.set(emitter)
+
+
+# Set by the engine around a step's calls: takes the seconds a node asked to sleep.
+_sleeper: ContextVar[Callable[[float], None] | None] = ContextVar("pocketrun_sleeper", default=None)
+
+
+def sleep(seconds: float) -> None:
+    """Ask for a durable sleep: once this step commits, the run holds nothing for
+    ``seconds`` and then goes on with the next node, whatever restarts in between. Call it
+    from ``post`` (it takes effect after the step); outside pocketrun it sleeps here."""
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
+        raise ValueError(f"sleep() takes a number of seconds >= 0, not {seconds!r}")
+    sleeper = _sleeper.get()
+    if sleeper is None:
+        import time
+
+        time.sleep(seconds)
+        return
+    sleeper(float(seconds))
+
+
+def set_sleeper(sleeper: Callable[[float], None] | None) -> None:
+    _sleeper.set(sleeper)

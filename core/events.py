@@ -10,7 +10,12 @@ from the database, so ``Last-Event-ID`` resumes anywhere with no gap and no dupl
   items done of its total) in the order they happened;
   a step carried on after its process died starts a block further on (``output_base``),
   with a reset first, so its chunks never reuse the dead attempt's ids
+- k = STRIDE - 5, STRIDE - 4: ``run.status`` (waiting) and ``run.waiting`` when the
+  step's node (an AskHuman) stops the run to wait for an answer; k = STRIDE - 3:
+  ``run.status`` (running) when the answer carries it on
 - k = STRIDE - 2: ``step.finished``
+- k = STRIDE - 1: ``run.status`` when the run stops after the step holding nothing
+  (sleeping, paused); k = 0 of the next block says it runs again
 - ``run.finished`` is k = 1 of the block after the run's last step.
 """
 
@@ -23,7 +28,11 @@ STRIDE = 10_000_000
 PER_DELIVERY = 100_000  # output events one delivery of a step may have
 RUN_STATUS = 0
 STEP_STARTED = 1
+WAITING_STATUS = STRIDE - 5
+WAITING = STRIDE - 4
+RESUMED = STRIDE - 3
 STEP_FINISHED = STRIDE - 2
+STOPPED_STATUS = STRIDE - 1
 
 RUN_STATUS_EVENT = "run.status"
 STEP_STARTED_EVENT = "step.started"
@@ -32,6 +41,7 @@ RESET_EVENT = "node.output.reset"
 PROGRESS_EVENT = "node.progress"
 STEP_FINISHED_EVENT = "step.finished"
 RUN_FINISHED_EVENT = "run.finished"
+RUN_WAITING_EVENT = "run.waiting"
 
 
 def event_id(seq: int, k: int) -> int:

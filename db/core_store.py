@@ -11,7 +11,7 @@ own, on the raw driver.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from db.database import Database
 from db.models import flow_slots, flows, idempotency_keys, locks, runs, steps, workers
 from db.store import (
     CLAIMABLE,
+    STOPPED,
     TERMINAL,
     Dispatch,
     ExtraRows,
@@ -61,6 +62,13 @@ RUN_COLUMNS = [
     runs.c.seq,
     runs.c.version,
     runs.c.cancel_requested,
+    runs.c.pause_requested,
+    runs.c.waiting_for,
+    runs.c.wake_at,
+    runs.c.trigger,
+    runs.c.parent_run_id,
+    runs.c.parent_seq,
+    runs.c.retries,
 ]
 RUN_COLUMN_NAMES = [c.name for c in RUN_COLUMNS]
 STEP_COLUMNS = [
@@ -193,6 +201,13 @@ class CoreStore(RunStore):
             "seq": 0,
             "version": 0,
             "cancel_requested": False,
+            "pause_requested": False,
+            "waiting_for": None,
+            "wake_at": None,
+            "trigger": new.trigger,
+            "parent_run_id": new.parent[0] if new.parent else None,
+            "parent_seq": new.parent[1] if new.parent else None,
+            "retries": 0,
         }
 
     async def _replay(self, new: NewRun, idem: Idempotency) -> Mapping[str, Any] | None:
@@ -319,13 +334,14 @@ class CoreStore(RunStore):
         async with self.sa.write() as conn:
             await conn.execute(
                 update(runs)
-                .where(runs.c.id == run_id, runs.c.status.in_(("queued", "waiting")))
+                .where(runs.c.id == run_id, runs.c.status.in_(("queued", *STOPPED)))
                 .values(
                     status="cancelled",
                     finished_at=self._now(),
                     cancel_requested=True,
                     lease_owner=None,
                     lease_expires_at=None,
+                    wake_at=None,
                     version=runs.c.version + 1,
                     error={
                         "type": "cancelled",
@@ -334,19 +350,156 @@ class CoreStore(RunStore):
                     },
                 )
             )
+            await self._flag(conn, run_id, runs.c.cancel_requested)
+            return await self._row(conn, run_id)
+
+    async def pause(self, run_id: uuid.UUID) -> Mapping[str, Any] | None:
+        async with self.sa.write() as conn:
             await conn.execute(
                 update(runs)
-                .where(
-                    runs.c.id == run_id,
-                    runs.c.status == "running",
-                    runs.c.cancel_requested.is_(False),
+                .where(runs.c.id == run_id, runs.c.status == "queued")
+                .values(
+                    status="paused",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    version=runs.c.version + 1,
                 )
-                .values(cancel_requested=True, version=runs.c.version + 1)
             )
-            # the run as the cancel left it, read in the same transaction
-            found = await conn.execute(select(*RUN_COLUMNS).where(runs.c.id == run_id))
-            row = found.mappings().first()
+            await self._flag(conn, run_id, runs.c.pause_requested)
+            return await self._row(conn, run_id)
+
+    async def unpause(self, run_id: uuid.UUID, *, dispatched: bool) -> Mapping[str, Any] | None:
+        async with self.sa.write() as conn:
+            await conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.status == "paused")
+                .values(
+                    status="queued",
+                    pause_requested=False,
+                    dispatched_at=self._dispatched(dispatched),
+                    version=runs.c.version + 1,
+                )
+            )
+            await conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.status == "running", runs.c.pause_requested)
+                .values(pause_requested=False, version=runs.c.version + 1)
+            )
+            return await self._row(conn, run_id)
+
+    async def _flag(self, conn: AsyncConnection, run_id: uuid.UUID, flag: Any) -> None:
+        """Ask the running run to stop at its next checkpoint (``flag`` is the ask)."""
+        await conn.execute(
+            update(runs)
+            .where(runs.c.id == run_id, runs.c.status == "running", flag.is_(False))
+            .values({flag.name: True, "version": runs.c.version + 1})
+        )
+
+    @staticmethod
+    async def _row(conn: AsyncConnection, run_id: uuid.UUID) -> Mapping[str, Any] | None:
+        """The run as this transaction left it."""
+        found = await conn.execute(select(*RUN_COLUMNS).where(runs.c.id == run_id))
+        row = found.mappings().first()
         return dict(row) if row is not None else None
+
+    def _dispatched(self, now: bool) -> Any:
+        """``dispatched_at`` for a run queued again: now (an executor has it), or long ago
+        (the next sweep sends it)."""
+        return self._now() if now else _MIN_TIME
+
+    async def checkpoint_of(self, run_id: uuid.UUID) -> Mapping[str, Any] | None:
+        query = select(
+            runs.c.status,
+            runs.c.version,
+            runs.c.seq,
+            runs.c.cursor,
+            runs.c.state,
+            runs.c.state_seq,
+            runs.c.input,
+            runs.c.deadline_at,
+            runs.c.created_at,
+            runs.c.error,
+            runs.c.retries,
+            runs.c.graph_hash,
+        ).where(runs.c.id == run_id)
+        async with self.sa.read() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return dict(row) if row is not None else None
+
+    async def transition(
+        self,
+        run_id: uuid.UUID,
+        statuses: Sequence[str],
+        values: Mapping[str, Any],
+        *,
+        version: int | None = None,
+        dispatched: bool | None = None,
+    ) -> Mapping[str, Any] | None:
+        query = update(runs).where(runs.c.id == run_id, runs.c.status.in_(list(statuses)))
+        if version is not None:
+            query = query.where(runs.c.version == version)
+        changes = {**values, "version": runs.c.version + 1}
+        if dispatched is not None:
+            changes["dispatched_at"] = self._dispatched(dispatched)
+        async with self.sa.write() as conn:
+            result = await conn.execute(query.values(changes))
+            if not result.rowcount:
+                return None
+            return await self._row(conn, run_id)
+
+    async def step_cursor(self, run_id: uuid.UUID, before_seq: int) -> tuple[int, Any]:
+        query = (
+            select(steps.c.seq, steps.c.cursor)
+            .where(
+                steps.c.run_id == run_id, steps.c.seq < before_seq, steps.c.status == "succeeded"
+            )
+            .order_by(steps.c.seq.desc())
+            .limit(1)
+        )
+        async with self.sa.read() as conn:
+            row = (await conn.execute(query)).first()
+        return (0, None) if row is None else (row.seq, row.cursor)
+
+    async def due_timers(self, limit: int = 1000) -> tuple[list[Dispatch], list[uuid.UUID]]:
+        due = and_(runs.c.wake_at.is_not(None), runs.c.wake_at <= self._now())
+        sleeping = self._for_update(
+            select(runs.c.id).where(runs.c.status == "sleeping", due).limit(limit)
+        )
+        waiting = self._for_update(
+            select(runs.c.id).where(runs.c.status == "waiting", due).limit(limit)
+        )
+        async with self.sa.write() as conn:
+            woken = await conn.execute(
+                update(runs)
+                .where(runs.c.id.in_(sleeping.scalar_subquery()), runs.c.status == "sleeping")
+                .values(
+                    status="queued",
+                    wake_at=None,
+                    dispatched_at=self._now(),
+                    version=runs.c.version + 1,
+                )
+                .returning(runs.c.id, runs.c.queue, runs.c.priority, runs.c.tenant)
+            )
+            found = [Dispatch(r.id, r.queue, r.priority, r.tenant) for r in woken]
+            expired = await conn.execute(
+                update(runs)
+                .where(runs.c.id.in_(waiting.scalar_subquery()), runs.c.status == "waiting")
+                .values(
+                    status="timed_out",
+                    finished_at=self._now(),
+                    wake_at=None,
+                    version=runs.c.version + 1,
+                    error={
+                        "type": "wait_timeout",
+                        "message": "no answer came within the wait's timeout",
+                        "node": None,
+                    },
+                )
+                .returning(runs.c.id)
+            )
+            ended = [r.id for r in expired]
+        found.sort(key=lambda d: (-d.priority, d.id))
+        return found, ended
 
     # --- leases ---------------------------------------------------------------------------
 

@@ -238,3 +238,28 @@ Index(
     sqlite_where=text("finished_at IS NOT NULL"),
 )
 Index("ix_idempotency_keys_run_id", idempotency_keys.c.run_id)
+
+
+# --- durable control (migration 0009) -----------------------------------------------------
+
+# What a waiting run waits for: {"node", "request"} (DESIGN.md section 10, human input).
+Run.waiting_for = mapped_column(JSONType, nullable=True)
+# When a sleeping run wakes, or a waiting run's wait times out (the database's clock).
+Run.wake_at = mapped_column(UTCDateTime(), nullable=True)
+# An operator asked the running run to stop at its next checkpoint, holding nothing.
+Run.pause_requested = mapped_column(Boolean, default=False, server_default=text("false"))
+# Who started it: {"type": "api" | "cli" | "schedule" | "replay", "id"?: ...}.
+Run.trigger = mapped_column(JSONType, nullable=True)
+# A replay's source: the run and the step it was replayed from.
+Run.parent_run_id = mapped_column(Uuid, nullable=True)
+Run.parent_seq = mapped_column(Integer, nullable=True)
+# How many times an operator carried the run on after it failed (retry).
+Run.retries = mapped_column(Integer, default=0, server_default=text("0"))
+# The sweeper's timers: only runs that wait or sleep, by when they are due.
+Index(
+    "ix_runs_wake_at",
+    runs.c.wake_at,
+    postgresql_where=text("status IN ('waiting', 'sleeping') AND wake_at IS NOT NULL"),
+    sqlite_where=text("status IN ('waiting', 'sleeping') AND wake_at IS NOT NULL"),
+)
+Index("ix_runs_parent_run_id", runs.c.parent_run_id)

@@ -39,9 +39,10 @@ from db.store import Claimed, LeaseLost, NewRun, StepRecord
 INSERT_RUN = """
 INSERT INTO runs (id, tenant, principal, flow, flow_version, graph_hash, status, mode, queue,
     priority, input, metadata, current_node, created_at, seq, version, state_seq,
-    deliveries, cancel_requested, deadline_at)
+    deliveries, cancel_requested, pause_requested, retries, trigger, parent_run_id, parent_seq,
+    cursor, deadline_at)
 VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, $11, $12, $13, 0, 0, 0, 0, false,
-    now() + make_interval(secs => $14::float8))
+    false, 0, $14, $15, $16, $17, now() + make_interval(secs => $18::float8))
 RETURNING deadline_at
 """
 
@@ -53,7 +54,7 @@ UPDATE runs SET lease_owner = $2, lease_expires_at = now() + make_interval(secs 
 WHERE id = $1 AND status IN ('queued', 'running')
     AND (lease_owner IS NULL OR lease_expires_at < now() OR lease_owner = $2)
 RETURNING id, flow, flow_version, graph_hash, status, seq, cursor, state, state_seq, input,
-    deliveries, cancel_requested, deadline_at, history_bytes, now()
+    deliveries, cancel_requested, deadline_at, history_bytes, pause_requested, now()
 """
 
 # -- get_run / run_version: point reads by id
@@ -72,8 +73,8 @@ STEP_CASTS = [re.sub(r"\(\d+\)", "", c.type.compile(dialect=postgresql.dialect()
 def checkpoint_sql(keys: tuple[str, ...], renew: bool, with_step: bool) -> str:
     """-- checkpoint: set ``keys`` on the run, renew its lease if asked, reset its delivery
     count, fenced by (id, seq, lease_owner), and insert the step only if the fence held,
-    adding its bytes to the run's history; returns the pending-cancel flag, no row when the
-    fence failed.
+    adding its bytes to the run's history; returns the pending cancel and pause flags, no
+    row when the fence failed.
     Parameters: $1 id, $2 fence seq, $3 owner, then ``keys``, then the lease TTL (if
     renewing), then the step's history bytes and columns."""
     sets = [f"{key} = ${4 + i}" for i, key in enumerate(keys)]
@@ -87,7 +88,8 @@ def checkpoint_sql(keys: tuple[str, ...], renew: bool, with_step: bool) -> str:
     sets += ["deliveries = 0", "version = version + 1"]
     update = (
         f"UPDATE runs SET {', '.join(sets)} "
-        "WHERE id = $1 AND seq = $2 AND lease_owner = $3 RETURNING cancel_requested"
+        "WHERE id = $1 AND seq = $2 AND lease_owner = $3 "
+        "RETURNING cancel_requested, pause_requested"
     )
     if not with_step:
         return update
@@ -96,7 +98,7 @@ def checkpoint_sql(keys: tuple[str, ...], renew: bool, with_step: bool) -> str:
         f"WITH run AS ({update}), "
         f"step AS (INSERT INTO steps ({', '.join(STEP_COLUMNS)}) "
         f"SELECT {placeholders} FROM run) "
-        "SELECT cancel_requested FROM run"
+        "SELECT cancel_requested, pause_requested FROM run"
     )
 
 
@@ -171,6 +173,10 @@ class PostgresStore(CoreStore):
             new.metadata,
             new.current_node,
             now,
+            new.trigger,
+            new.parent[0] if new.parent else None,
+            new.parent[1] if new.parent else None,
+            new.cursor,
             new.run_timeout or None,
         )
         try:
@@ -222,7 +228,7 @@ class PostgresStore(CoreStore):
         ttl: float | None,
         step: StepRecord | None,
         run_values: dict[str, Any],
-    ) -> bool:
+    ) -> str | None:
         values = {**run_values, "seq": step.seq if step is not None else seq}
         renew = ttl is not None and "lease_expires_at" not in values
         sql = checkpoint_sql(tuple(values), renew, step is not None)
@@ -252,7 +258,7 @@ class PostgresStore(CoreStore):
             row = await conn.fetchrow(sql, *args)
         if row is None:
             raise LeaseLost(str(run_id))
-        return bool(row[0])
+        return "cancel" if row[0] else "pause" if row[1] else None
 
     # --- upkeep ---------------------------------------------------------------------------
 

@@ -40,8 +40,9 @@ from db.types import utcnow
 INSERT_RUN = """
 INSERT INTO runs (id, tenant, principal, flow, flow_version, graph_hash, status, mode, queue,
     priority, input, metadata, current_node, created_at, seq, version, state_seq,
-    deliveries, cancel_requested, deadline_at)
-VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, ?)
+    deliveries, cancel_requested, pause_requested, retries, trigger, parent_run_id,
+    parent_seq, cursor, deadline_at)
+VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, 0, 0, ?, ?, ?, ?, ?)
 """
 
 # -- claim: take the lease of a claimable run no live holder has; count the delivery
@@ -52,7 +53,7 @@ UPDATE runs SET lease_owner = :owner, lease_expires_at = :expires,
 WHERE id = :id AND status IN ('queued', 'running')
     AND (lease_owner IS NULL OR lease_expires_at < :now OR lease_owner = :owner)
 RETURNING id, flow, flow_version, graph_hash, status, seq, cursor, state, state_seq, input,
-    deliveries, cancel_requested, deadline_at, history_bytes
+    deliveries, cancel_requested, deadline_at, history_bytes, pause_requested
 """
 
 # -- insert_step: the step a checkpoint commits (only after its fenced UPDATE held)
@@ -91,7 +92,7 @@ RUN_VERSION = "SELECT version, status FROM runs WHERE id = ?"
 def checkpoint_sql(keys: tuple[str, ...], renew: bool, with_step: bool) -> str:
     """-- checkpoint: set ``keys`` on the run, renew its lease if asked, add the step's bytes
     to the run's history, reset its delivery count, fenced by (id, seq, lease_owner);
-    returns the pending-cancel flag."""
+    returns the pending cancel and pause flags."""
     sets = [f"{key} = ?" for key in keys]
     if renew:
         sets.append("lease_expires_at = ?")
@@ -100,7 +101,7 @@ def checkpoint_sql(keys: tuple[str, ...], renew: bool, with_step: bool) -> str:
     sets += ["deliveries = 0", "version = version + 1"]
     return (
         f"UPDATE runs SET {', '.join(sets)} "
-        "WHERE id = ? AND seq = ? AND lease_owner = ? RETURNING cancel_requested"
+        "WHERE id = ? AND seq = ? AND lease_owner = ? RETURNING cancel_requested, pause_requested"
     )
 
 
@@ -140,11 +141,18 @@ _ENCODE = {
     "error": _json,
     "finished_at": _time,
     "lease_expires_at": _time,
+    "wake_at": _time,
+    "waiting_for": _json,
 }
 _DECODE: dict[str, Any] = {
     "id": uuid.UUID,
     "cancel_requested": bool,
+    "pause_requested": bool,
     "created_at": _read_time,
+    "wake_at": _read_time,
+    "waiting_for": _read_json,
+    "trigger": _read_json,
+    "parent_run_id": uuid.UUID,
     "started_at": _read_time,
     "finished_at": _read_time,
     "input": _read_json,
@@ -214,6 +222,10 @@ class SqliteStore(CoreStore):
             _json(new.metadata),
             new.current_node,
             _time(now),
+            _json(new.trigger),
+            new.parent[0].hex if new.parent else None,
+            new.parent[1] if new.parent else None,
+            _json(new.cursor),
             _clock(timeout) if timeout else None,
         )
 
@@ -309,7 +321,8 @@ class SqliteStore(CoreStore):
             bool(raw[11]),
             _read_time(raw[12]),
             raw[13],
-            raw[14],
+            bool(raw[14]),
+            raw[15],
         )
 
     async def checkpoint(
@@ -320,7 +333,7 @@ class SqliteStore(CoreStore):
         ttl: float | None,
         step: StepRecord | None,
         run_values: dict[str, Any],
-    ) -> bool:
+    ) -> str | None:
         values = {**run_values, "seq": step.seq if step is not None else seq}
         renew = ttl is not None and "lease_expires_at" not in values
         sql = checkpoint_sql(tuple(values), renew, step is not None)
@@ -340,7 +353,7 @@ class SqliteStore(CoreStore):
                 raise LeaseLost(str(run_id))
             if step_params is not None:
                 conn.execute(INSERT_STEP, step_params)
-            return bool(row[0])
+            return _asked(row[0], row[1])
 
         return await self.writer.run(commit)
 
@@ -373,6 +386,10 @@ class SqliteStore(CoreStore):
             self._reader.close()
             self._reader = None
         await self.sa.close()
+
+
+def _asked(cancel: Any, pause: Any) -> str | None:
+    return "cancel" if cancel else "pause" if pause else None
 
 
 def _step_params(run_id: uuid.UUID, step: StepRecord) -> tuple[Any, ...]:

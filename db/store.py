@@ -22,6 +22,10 @@ from db.database import Database
 
 TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
 CLAIMABLE = ("queued", "running")
+# Unfinished, yet holding no worker, lease, slot or thread: something else brings them back
+# (a resume, an unpause, the sweeper's timer).
+STOPPED = ("waiting", "paused", "sleeping")
+RETRYABLE = ("failed", "timed_out", "cancelled")
 
 Rows = Sequence[tuple[Table, dict[str, Any]]]
 
@@ -44,6 +48,9 @@ class NewRun:
     metadata: dict[str, Any]
     run_timeout: float | None = None
     current_node: str | None = None  # the node the run starts at
+    trigger: dict[str, Any] | None = None  # who started it (DESIGN.md section 10)
+    parent: tuple[uuid.UUID, int] | None = None  # a replay's source run and step
+    cursor: Any = None  # where it starts (a replay: the checkpoint before its first step)
 
 
 @dataclass(slots=True)
@@ -83,6 +90,7 @@ class Claimed:
     cancel_requested: bool
     deadline_at: datetime | None
     history_bytes: int  # what the run's step rows keep so far (deltas and cursors)
+    pause_requested: bool
     now: datetime  # the database's clock at the claim
 
 
@@ -195,7 +203,48 @@ class RunStore(ABC):
 
     @abstractmethod
     async def cancel(self, run_id: uuid.UUID) -> Mapping[str, Any] | None:
-        """Cancel a queued run at once; flag a running one for its next checkpoint."""
+        """Cancel a queued, waiting, paused or sleeping run at once; flag a running one for
+        its next checkpoint."""
+
+    @abstractmethod
+    async def pause(self, run_id: uuid.UUID) -> Mapping[str, Any] | None:
+        """Pause a queued run at once; flag a running one for its next checkpoint."""
+
+    @abstractmethod
+    async def unpause(self, run_id: uuid.UUID, *, dispatched: bool) -> Mapping[str, Any] | None:
+        """Queue a paused run again (or drop a pause not yet taken); ``dispatched``: the
+        caller hands it to an executor now, else the next sweep does."""
+
+    @abstractmethod
+    async def checkpoint_of(self, run_id: uuid.UUID) -> Mapping[str, Any] | None:
+        """The run's checkpoint columns (status, version, seq, cursor, state, state_seq,
+        input, deadline_at, created_at, error, retries, graph_hash): what control
+        operations start from."""
+
+    @abstractmethod
+    async def transition(
+        self,
+        run_id: uuid.UUID,
+        statuses: Sequence[str],
+        values: Mapping[str, Any],
+        *,
+        version: int | None = None,
+        dispatched: bool | None = None,
+    ) -> Mapping[str, Any] | None:
+        """Set ``values`` on the run if its status is one of ``statuses`` (and its version
+        is ``version``); the run as it is then, or None when the condition failed.
+        ``dispatched``: stamp that an executor was handed the run now (True) or that the
+        next sweep should (False)."""
+
+    @abstractmethod
+    async def step_cursor(self, run_id: uuid.UUID, before_seq: int) -> tuple[int, Any]:
+        """(seq, cursor) of the last succeeded step before ``before_seq``; (0, None) when
+        there is none (the run's start)."""
+
+    @abstractmethod
+    async def due_timers(self, limit: int = 1000) -> tuple[list[Dispatch], list[uuid.UUID]]:
+        """Wake the sleeping runs that are due (queued again, returned for dispatch) and end
+        the waiting runs whose wait timed out (``timed_out``, their ids returned)."""
 
     @abstractmethod
     async def insert_rows(self, *rows: tuple[Table, dict[str, Any]]) -> None:
@@ -216,10 +265,10 @@ class RunStore(ABC):
         ttl: float | None,
         step: StepRecord | None,
         run_values: dict[str, Any],
-    ) -> bool:
+    ) -> str | None:
         """Commit one checkpoint fenced by ``seq`` and ``owner``, renewing the lease for
-        ``ttl`` seconds (None: leave it); return whether a cancel is pending. Raises
-        ``LeaseLost`` when the fence fails."""
+        ``ttl`` seconds (None: leave it); return what an operator asked for meanwhile
+        (``"cancel"``, ``"pause"``) or None. Raises ``LeaseLost`` when the fence fails."""
 
     @abstractmethod
     async def deltas(

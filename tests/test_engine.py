@@ -224,7 +224,7 @@ async def test_run_past_max_steps_fails_with_max_steps_after_exactly_max_steps(d
 async def test_max_steps_holds_across_hand_offs(db) -> None:
     run_id = await create_run(db, "edge-maxsteps", {})
     settings = settings_for(db, snapshot_every=7)
-    while await advance_once(db, run_id, settings, budget=0) is Outcome.paused:
+    while await advance_once(db, run_id, settings, budget=0) is Outcome.yielded:
         pass
     run = await run_row(db, run_id)
     assert (run["status"], run["error"]["type"], run["seq"]) == ("failed", "max_steps", 20)
@@ -233,7 +233,7 @@ async def test_max_steps_holds_across_hand_offs(db) -> None:
 async def test_hand_offs_at_checkpoints_do_not_count_toward_the_delivery_cap(db) -> None:
     run_id = await create_run(db, "long", {"steps": 8, "delay": 0})
     settings = settings_for(db, max_deliveries=3)
-    while await advance_once(db, run_id, settings, budget=0) is Outcome.paused:
+    while await advance_once(db, run_id, settings, budget=0) is Outcome.yielded:
         pass
     run = await run_row(db, run_id)
     assert run["status"] == "succeeded", run["error"]
@@ -243,7 +243,7 @@ async def test_hand_offs_at_checkpoints_do_not_count_toward_the_delivery_cap(db)
 async def test_run_that_keeps_dying_mid_step_hits_the_delivery_cap(db) -> None:
     run_id = await create_run(db, "long", {"steps": 8, "delay": 0})
     settings = settings_for(db, max_deliveries=3)
-    assert await advance_once(db, run_id, settings, budget=0) is Outcome.paused
+    assert await advance_once(db, run_id, settings, budget=0) is Outcome.yielded
     for i in range(3):  # three holders claim it and die before their step commits
         assert await db.claim(run_id, f"dead-{i}", 0.01) is not None
         await asyncio.sleep(0.03)
@@ -414,7 +414,7 @@ async def test_cancel_of_queued_run_is_immediate_and_nothing_runs(db) -> None:
 async def test_cancel_flag_seen_at_claim_ends_run_before_next_step(db) -> None:
     run_id = await create_run(db, "long", {"steps": 5, "delay": 0})
     settings = settings_for(db)
-    assert await advance_once(db, run_id, settings, budget=0) is Outcome.paused
+    assert await advance_once(db, run_id, settings, budget=0) is Outcome.yielded
     assert (await db.cancel(run_id))["status"] == "running"
     assert await advance_once(db, run_id, settings) is Outcome.finished
     run = await run_row(db, run_id)
@@ -523,7 +523,7 @@ async def test_step_key_is_run_id_and_seq_inside_sync_and_async_nodes(db, hand_o
     run_id = await create_run(db, "t-keys", {}, registry=LOCAL)
     settings = settings_for(db)
     budget = 0 if hand_off else None
-    while await advance_once(db, run_id, settings, LOCAL, budget=budget) is Outcome.paused:
+    while await advance_once(db, run_id, settings, LOCAL, budget=budget) is Outcome.yielded:
         pass
     run = await run_row(db, run_id)
     assert run["status"] == "succeeded", run["error"]

@@ -148,7 +148,7 @@ async def _handed_over_at_every_checkpoint(
         outcome = await advance_once(db, run_id, settings, worker_name=f"w{advances}", budget=0)
         if outcome is Outcome.finished:
             return run_id, advances
-        assert outcome is Outcome.paused
+        assert outcome is Outcome.yielded
         run = await run_row(db, run_id)
         assert run["status"] == "running"
         assert run["lease_owner"] is None  # released at the pause for the next taker
@@ -178,7 +178,7 @@ async def test_snapshot_is_written_every_n_steps_and_the_next_engine_rebuilds_fr
     settings = settings_for(db, snapshot_every=3)
     run_id = await create_run(db, name, data)
     seen: list[tuple[int, int, Any]] = []
-    while (outcome := await advance_once(db, run_id, settings, budget=0)) is Outcome.paused:
+    while (outcome := await advance_once(db, run_id, settings, budget=0)) is Outcome.yielded:
         run = await run_row(db, run_id)
         seen.append((run["seq"], run["state_seq"], run["state"]))
         if run["seq"] == 4:

@@ -143,7 +143,7 @@ async def test_random_edits_rebuilt_from_deltas_at_every_hand_off_match_pocketfl
     run_id = await create_run(db, "t-edits", data, registry=HISTORY_FLOWS)
     settings = settings_for(db, snapshot_every=1000)  # every rebuild replays every delta
     hand_offs = 0
-    while await advance_once(db, run_id, settings, HISTORY_FLOWS, budget=0) is Outcome.paused:
+    while await advance_once(db, run_id, settings, HISTORY_FLOWS, budget=0) is Outcome.yielded:
         hand_offs += 1
     run = await run_row(db, run_id)
     assert run["status"] == "succeeded", run["error"]
@@ -170,7 +170,7 @@ async def test_the_long_flow_stores_one_progress_item_per_step(db) -> None:
 async def test_history_bytes_count_what_the_steps_keep_across_hand_offs(db) -> None:
     run_id = await create_run(db, "long", {"steps": 12, "delay": 0})
     settings = settings_for(db)
-    while await advance_once(db, run_id, settings, budget=0) is Outcome.paused:
+    while await advance_once(db, run_id, settings, budget=0) is Outcome.yielded:
         pass
     run = await run_row(db, run_id)
     assert run["status"] == "succeeded"
@@ -184,7 +184,7 @@ async def test_a_run_past_max_history_bytes_fails_history_too_large_naming_the_c
     cap = 4096
     run_id = await create_run(db, "long", {"steps": 1000, "delay": 0})
     settings = settings_for(db, max_history_bytes=cap, snapshot_every=7)
-    while await advance_once(db, run_id, settings, budget=0) is Outcome.paused:
+    while await advance_once(db, run_id, settings, budget=0) is Outcome.yielded:
         pass  # each hand-off reads the total back at its claim
     run = await run_row(db, run_id)
     assert run["status"] == "failed"
@@ -217,8 +217,8 @@ async def test_redis_applies_appends_and_every_hand_off_finds_the_store_there(db
     live = RedisStore(client, settings)
     run_id = await create_run(db, "long", {"steps": 25, "delay": 0})
     try:
-        outcome = Outcome.paused
-        while outcome is Outcome.paused:
+        outcome = Outcome.yielded
+        while outcome is Outcome.yielded:
             engine = RunEngine(db, REGISTRY, settings, store_sync=live)
             try:
                 outcome = await engine.advance(run_id, budget=0)

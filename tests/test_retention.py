@@ -115,7 +115,7 @@ async def test_old_finished_runs_go_with_their_steps_and_keys_and_the_rest_stays
     await db.cancel(old_cancelled)
     recent = await finished_run(db)
     old_running = await create_run(db, "long", {"steps": 3, "delay": 0})
-    assert await advance_once(db, old_running, settings_for(db), budget=0) is Outcome.paused
+    assert await advance_once(db, old_running, settings_for(db), budget=0) is Outcome.yielded
     old_queued = await create_run(db, "long", {"steps": 3, "delay": 0})
     doomed = [old_ok, old_failed, old_long, old_keyed, old_cancelled]
     kept = [recent, old_running, old_queued]

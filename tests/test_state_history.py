@@ -55,7 +55,7 @@ async def test_state_after_every_step_equals_plain_pocketflow(
         assert await state_after(db, run, run["seq"], max_bytes=MAX_BYTES) == expected[run["seq"]]
         if outcome is Outcome.finished:
             break
-        assert outcome is Outcome.paused
+        assert outcome is Outcome.yielded
     assert run["status"] == "succeeded", run["error"]
     assert run["seq"] == len(expected) - 1
     rebuilt = [await state_after(db, run, n, max_bytes=MAX_BYTES) for n in range(run["seq"] + 1)]
@@ -67,7 +67,7 @@ async def test_a_snapshot_newer_than_the_step_asked_for_is_not_used(db: RunStore
     settings = settings_for(db, snapshot_every=3)
     run_id = await create_run(db, "long", {"steps": 8, "delay": 0})
     for _ in range(4):
-        assert await advance_once(db, run_id, settings, budget=0) is Outcome.paused
+        assert await advance_once(db, run_id, settings, budget=0) is Outcome.yielded
     run = await db.get(run_id)
     assert run is not None and run["seq"] == 4
     assert await db.snapshot(run_id) is not None

@@ -79,7 +79,7 @@ async def test_a_live_lease_keeps_others_out_until_it_expires(db: RunStore) -> N
 async def test_checkpoint_is_fenced_by_seq_and_owner(db: RunStore) -> None:
     run_id = await created(db)
     assert await db.claim(run_id, "a", 10) is not None
-    assert await db.checkpoint(run_id, "a", 0, 10, step(1), {"current_node": "B"}) is False
+    assert await db.checkpoint(run_id, "a", 0, 10, step(1), {"current_node": "B"}) is None
     with pytest.raises(LeaseLost):  # a replay of the same seq
         await db.checkpoint(run_id, "a", 0, 10, step(1), {"current_node": "B"})
     with pytest.raises(LeaseLost):  # another owner
@@ -95,7 +95,7 @@ async def test_checkpoint_reports_a_pending_cancel(db: RunStore) -> None:
     assert await db.claim(run_id, "a", 10) is not None
     row = await db.cancel(run_id)
     assert (row["status"], row["cancel_requested"]) == ("running", True)
-    assert await db.checkpoint(run_id, "a", 0, None, step(1), {}) is True
+    assert await db.checkpoint(run_id, "a", 0, None, step(1), {}) == "cancel"
 
 
 async def test_cancel_of_a_queued_run_ends_it_at_once(db: RunStore) -> None:

@@ -293,6 +293,9 @@ class Heartbeat(threading.Thread):
         dispatcher = Dispatcher(broker)
 
         async def sweep(first: bool) -> None:
+            woken, _ = await store.due_timers(limit=5000)  # (ended waits: long polls see them)
+            if woken:
+                await dispatcher.publish_many((d.id, d.queue, d.priority) for d in woken)
             everything = await self._broker_restarted(broker) or first
             found = await store.take_orphans(
                 settings.redispatch_after, everything=everything, limit=5000

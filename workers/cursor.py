@@ -46,9 +46,16 @@ class Cursor:
     last: str | None = None  # the last action returned inside the innermost frame
     final: str | None = None  # the top-level flow's post result, once it ended
     done: bool = False
+    # At an AskHuman node: {"node", "request"} (its prep result), plus "answer" once a
+    # person answered; the node's post runs with it next.
+    wait: dict[str, Any] | None = None
+    # Changes to the shared store not committed by a step yet (a delta, workers.store):
+    # what a waiting node's prep did, an operator's patch at a retry. The next step's
+    # working copy starts with them, so its delta carries them.
+    pending: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "v": FORMAT,
             "frames": [f.to_json() for f in self.frames],
             "next": self.next,
@@ -56,6 +63,11 @@ class Cursor:
             "final": self.final,
             "done": self.done,
         }
+        if self.wait is not None:
+            out["wait"] = self.wait
+        if self.pending is not None:
+            out["pending"] = self.pending
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> Cursor:
@@ -69,4 +81,6 @@ class Cursor:
             data["last"],
             data.get("final"),
             data.get("done", False),
+            data.get("wait"),
+            data.get("pending"),
         )

@@ -67,7 +67,7 @@ class Advancer:
         finally:
             if limit:
                 await self._release_slot(head.flow, run_id)
-        if outcome is Outcome.paused:
+        if outcome is Outcome.yielded:
             await self.requeue(head)
         return outcome.value
 

@@ -20,9 +20,14 @@ import structlog
 from core.changes import ChangeFeed
 from core.errors import FlowDefinitionError
 from core.events import (
+    RESUMED,
     RUN_FINISHED_EVENT,
     RUN_STATUS,
     RUN_STATUS_EVENT,
+    RUN_WAITING_EVENT,
+    STOPPED_STATUS,
+    WAITING,
+    WAITING_STATUS,
     Event,
     event_id,
     output_base,
@@ -37,7 +42,7 @@ from workers.cursor import Cursor
 from workers.history import History, encoded
 from workers.live import EventSink, LiveStep, step_finished_event
 from workers.runner import Limits, StepError, StepResult, StepRunner
-from workers.store import SharedStore, StoreError
+from workers.store import SharedStore, StoreError, apply_delta
 from workers.threads import StepThreads
 from workers.tracebacks import last_line
 from workers.tracing import run_ended, traced_advance, traced_runner
@@ -47,7 +52,8 @@ log = structlog.get_logger("pocketrun.engine")
 
 class Outcome(StrEnum):
     finished = "finished"  # the run reached a terminal status
-    paused = "paused"  # budget used or stopping: lease released, run still unfinished
+    yielded = "yielded"  # budget used or stopping: lease released, to be queued again
+    stopped = "stopped"  # waiting, sleeping or paused: holds nothing until brought back
     lost = "lost"  # another holder took over
     skipped = "skipped"  # not claimable: finished, or leased by someone live
 
@@ -181,6 +187,8 @@ class RunEngine:
             )
         if claimed.cancel_requested:
             return await self._end(claimed, now, seq, "cancelled", _cancelled())
+        if claimed.pause_requested:
+            return await self._stop(claimed, seq, "paused", {"pause_requested": False})
         try:
             _, graph = spec.instantiate()
         except FlowDefinitionError as exc:
@@ -197,9 +205,11 @@ class RunEngine:
             store = await self._load_store(claimed)
         cursor = Cursor.from_json(claimed.cursor)
         self._published(run_id)  # the claim made it running
-        if self.events is not None and claimed.seq == 0:
+        if self.events is not None and (claimed.seq == 0 or claimed.deliveries == 1):
+            # first claimed, or carried on after a stop (a sleep, a pause, an answer)
             data = {"status": "running", "current_node": first_leaf(graph, cursor.next)}
-            self.events.publish(run_id, Event(event_id(1, RUN_STATUS), RUN_STATUS_EVENT, data))
+            k = RESUMED if cursor.wait is not None else RUN_STATUS
+            self.events.publish(run_id, Event(event_id(seq + 1, k), RUN_STATUS_EVENT, data))
         inline = spec.sync_nodes == "loop"  # no thread hop; no timeout can cut them short
         runner = StepRunner(graph, self.threads, str(run_id), clock=now, inline_sync=inline)
         runner = traced_runner(runner, claimed)
@@ -212,7 +222,7 @@ class RunEngine:
         while True:
             if self.stopping.is_set() or (not first and until is not None and loop.time() >= until):
                 await self.store.release(run_id, self.owner)
-                return Outcome.paused
+                return Outcome.yielded
             first = False
             if claimed.deadline_at is not None and now() >= claimed.deadline_at:
                 return await self._end(
@@ -243,8 +253,13 @@ class RunEngine:
                 base = output_base(claimed.deliveries if seq == claimed.seq else 1)
                 max_output = self.settings.max_step_output_bytes
                 live = LiveStep(self.events, run_id, seq + 1, base, max_output)
-            result = await runner.step(cursor, store.working_copy(), seq + 1, limits, live)
+            working = store.working_copy()
+            if cursor.pending:
+                apply_delta(working, cursor.pending)
+            result = await runner.step(cursor, working, seq + 1, limits, live)
             output = live.close() if live is not None else None
+            if result.waiting and result.error is None:
+                return await self._wait(claimed, now, seq, result, store)
             if result.error is not None:
                 error = result.error
                 if error.type == "run_timeout":
@@ -300,7 +315,11 @@ class RunEngine:
                     step.cursor, step.next_node = step_cursor, values["current_node"]
                 if step is None or new_seq % self.settings.snapshot_every == 0:
                     values.update(state=store.snapshot(), state_seq=new_seq)
-            cancel = await self.store.checkpoint(run_id, self.owner, seq, lease.due(), step, values)
+                if result.sleep is not None:
+                    values.update(
+                        _stopped("sleeping"), wake_at=now() + timedelta(seconds=result.sleep)
+                    )
+            asked = await self.store.checkpoint(run_id, self.owner, seq, lease.due(), step, values)
             if self.store_sync is not None:
                 await self.store_sync.committed(run_id, seq, new_seq, delta, store, done)
             step_seconds.observe(loop.time() - began)
@@ -316,8 +335,73 @@ class RunEngine:
                 run_ended("succeeded")
                 RUNS_FINISHED.labels(claimed.flow, "succeeded").inc()
                 return Outcome.finished
-            if cancel:
+            if result.sleep is not None:
+                return await self._stopped(claimed, seq, "sleeping", asked)
+            if asked == "cancel":
                 return await self._end(claimed, now, seq, "cancelled", _cancelled(cursor.next))
+            if asked == "pause":
+                return await self._stop(claimed, seq, "paused", {"pause_requested": False})
+
+    async def _wait(
+        self,
+        claimed: Claimed,
+        now: DatabaseClock,
+        seq: int,
+        result: StepResult,
+        store: SharedStore,
+    ) -> Outcome:
+        """The run stops at an AskHuman node after its prep: commit where it stands (what
+        the prep changed stays pending for the step the answer completes) and wait."""
+        cursor, node = result.cursor, result.node or ""
+        try:
+            delta = store.diff(result.shared, node)
+        except StoreError as exc:
+            error = StepError(exc.type, exc.message, node)
+            return await self._fail_step(claimed, seq, result, error, now)
+        cursor.pending = delta.to_json()
+        assert cursor.wait is not None
+        request = cursor.wait["request"]
+        timeout = request.get("timeout")
+        waiting_for = {"node": node, "request": request}
+        values = {
+            **_stopped("waiting"),
+            "cursor": encoded(cursor.to_json())[0],
+            "current_node": node,
+            "waiting_for": waiting_for,
+            "wake_at": now() + timedelta(seconds=timeout) if timeout else None,
+        }
+        asked = await self.store.checkpoint(claimed.id, self.owner, seq, None, None, values)
+        if self.events is not None:
+            status = {"status": "waiting", "current_node": node}
+            self.events.publish(
+                claimed.id, Event(event_id(seq + 1, WAITING_STATUS), RUN_STATUS_EVENT, status)
+            )
+            self.events.publish(
+                claimed.id, Event(event_id(seq + 1, WAITING), RUN_WAITING_EVENT, waiting_for)
+            )
+        return await self._stopped(claimed, seq, "waiting", asked)
+
+    async def _stop(
+        self, claimed: Claimed, seq: int, status: str, values: dict[str, Any]
+    ) -> Outcome:
+        """Stop the run holding nothing (``paused``) until an operator brings it back."""
+        values = {**_stopped(status), **values}
+        asked = await self.store.checkpoint(claimed.id, self.owner, seq, None, None, values)
+        return await self._stopped(claimed, seq, status, asked)
+
+    async def _stopped(self, claimed: Claimed, seq: int, status: str, asked: str | None) -> Outcome:
+        """The run now holds nothing: say so; a cancel that came meanwhile ends it now."""
+        run_id = claimed.id
+        if self.events is not None and status != "waiting":
+            data = {"status": status, "current_node": None}
+            self.events.publish(
+                run_id, Event(event_id(seq, STOPPED_STATUS), RUN_STATUS_EVENT, data)
+            )
+        if asked == "cancel":
+            await self.store.cancel(run_id)
+        self._published(run_id)
+        log.info("run stopped", status=status)
+        return Outcome.stopped
 
     def _step_finished(
         self, run_id: uuid.UUID, step: StepRecord, output: Any = None, delta: Any = None
@@ -418,6 +502,11 @@ class RunEngine:
         RUNS_FINISHED.labels(claimed.flow, status).inc()
         log.info("run ended", status=status)
         return Outcome.finished
+
+
+def _stopped(status: str) -> dict[str, Any]:
+    """The run's values when it stops holding nothing: no lease, no worker."""
+    return {"status": status, "lease_owner": None, "lease_expires_at": None}
 
 
 def _cancelled(node: str | None = None) -> dict[str, Any]:

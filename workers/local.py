@@ -139,12 +139,18 @@ class LocalExecutor:
             finally:
                 self._queue.done(waiting.tenant)
                 self._known.discard(waiting.run_id)
-            if outcome is Outcome.paused and not self.engine.stopping.is_set():
+            if outcome is Outcome.yielded and not self.engine.stopping.is_set():
                 # its slice is used: back in line, behind whoever waits
                 await self.submit(waiting.run_id, priority=waiting.priority, tenant=waiting.tenant)
 
     async def _sweep(self, first: bool) -> None:
-        """Queue here the runs nobody holds (all of them on this process's first sweep)."""
+        """Queue here the runs nobody holds (all of them on this process's first sweep),
+        wake the sleeping runs that are due and end the waits that timed out."""
+        woken, ended = await self.store.due_timers(limit=500)
+        for run_id in ended:
+            self.changes.publish(run_id)
+        for found in woken:
+            await self.submit(found.id, priority=found.priority, tenant=found.tenant)
         for found in await self.store.take_orphans(
             self.settings.redispatch_after, everything=first, limit=500
         ):

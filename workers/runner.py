@@ -19,10 +19,12 @@ from typing import Any
 
 from pocketflow import AsyncBatchNode, BaseNode, BatchNode, Flow
 
-from core.context import set_emitter, set_step_key
+from core.context import set_emitter, set_sleeper, set_step_key
+from core.human_input import request_problem
 from core.jsonutil import roundtrip
 from core.text import storable
 from flows.compiler import ASYNC_KINDS, Graph, Kind, NodeInfo
+from nodes.human import asks_human
 from workers.cursor import Cursor, Frame
 from workers.live import LiveStep
 from workers.threads import StepThreads
@@ -103,6 +105,8 @@ class StepResult:
     shared: dict[str, Any]
     error: StepError | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    waiting: bool = False  # stopped at an AskHuman node after its prep (cursor.wait)
+    sleep: float | None = None  # seconds the node asked to sleep (core.context.sleep)
 
 
 class _Counter:
@@ -232,6 +236,7 @@ class StepRunner:
         # No timeout can cut a sync call short: run it here, without a thread hop.
         self.inline_sync = inline_sync
         self._live_flows: dict[str, BaseNode] = {}  # entered flow copies, for their post
+        self._sleeps: list[float] = []  # this step's core.context.sleep calls
 
     async def _call(
         self,
@@ -246,23 +251,28 @@ class StepRunner:
         the call emits goes to its step's event stream."""
         loop = asyncio.get_running_loop()
         emitter = live.emit if live is not None else None
+        sleeper = self._sleeps.append
         if is_async or self.inline_sync:
             set_step_key(key)
             set_emitter(emitter)
+            set_sleeper(sleeper)
             try:
                 if not is_async:
                     return fn(*args)
                 return await asyncio.wait_for(fn(*args), limits.remaining(loop.time()))
             finally:
                 set_emitter(None)
+                set_sleeper(None)
 
         def in_thread() -> Any:
             set_step_key(key)
             set_emitter(emitter)
+            set_sleeper(sleeper)
             try:
                 return fn(*args)
             finally:
                 set_emitter(None)
+                set_sleeper(None)
 
         future = self.threads.submit(in_thread)
         waiting = asyncio.wrap_future(future)
@@ -292,6 +302,7 @@ class StepRunner:
         call (a flow's prep or post as much as the node) runs within ``limits``."""
         started = self.clock()
         key = f"{self.run_key}:{seq}"
+        self._sleeps = []
         try:
             while cursor.next is None or self.graph[cursor.next].is_container:
                 if cursor.next is None:
@@ -302,9 +313,21 @@ class StepRunner:
                 else:
                     await self._enter(self.graph[cursor.next], cursor, shared, limits)
             info = self.graph[cursor.next]
-            if live is not None:
+            answered = cursor.wait is not None and cursor.wait.get("node") == info.id
+            if live is not None and not answered:  # an answered wait started before it
                 live.started(info.id, _batch_progress(cursor))
-            action, attempts = await self._run_leaf(info, cursor, shared, key, limits, live)
+            if asks_human(info.obj):
+                if not answered:
+                    cursor.wait = await self._ask(info, cursor, shared, key, limits, live)
+                if cursor.wait is None or "answer" not in cursor.wait:
+                    return StepResult(
+                        info.id, None, 0, started, self.clock(), cursor, shared, waiting=True
+                    )
+                action = await self._answered(info, cursor, shared, key, limits, live)
+                attempts = 0  # a person's answer took the place of exec
+            else:
+                action, attempts = await self._run_leaf(info, cursor, shared, key, limits, live)
+            cursor.wait = cursor.pending = None
             cursor.last = action
             cursor.next = info.successors.get(action or "default")
             while cursor.next is None and not await self._unwind(cursor, shared, limits):
@@ -313,7 +336,70 @@ class StepRunner:
             return StepResult(
                 exc.node, None, exc.attempts, started, self.clock(), cursor, shared, error=exc
             )
-        return StepResult(info.id, action, attempts, started, self.clock(), cursor, shared)
+        sleep = max(self._sleeps) if self._sleeps else None
+        return StepResult(
+            info.id, action, attempts, started, self.clock(), cursor, shared, sleep=sleep
+        )
+
+    async def _ask(
+        self,
+        info: NodeInfo,
+        cursor: Cursor,
+        shared: dict[str, Any],
+        key: str,
+        limits: Limits,
+        live: LiveStep | None,
+    ) -> dict[str, Any]:
+        """Run an AskHuman node's prep: what the run will wait for."""
+        node = copy.copy(info.obj)
+        node.set_params(cursor.frames[-1].params)
+        is_async = info.kind in ASYNC_KINDS
+        prep = node.prep_async if is_async else node.prep
+        try:
+            request = await self._call(
+                prep, shared, is_async=is_async, limits=limits, key=key, live=live
+            )
+        except TimeoutError:
+            raise _timed_out(f"prep of node '{info.id}'", info.id, limits) from None
+        except Exception as exc:
+            raise StepError.raised(exc, info.id) from exc
+        request = _json(request, "request", info.id)
+        problem = request_problem(request)
+        if problem is not None:
+            raise StepError("invalid_request", f"node '{info.id}': {problem}", info.id)
+        return {"node": info.id, "request": request}
+
+    async def _answered(
+        self,
+        info: NodeInfo,
+        cursor: Cursor,
+        shared: dict[str, Any],
+        key: str,
+        limits: Limits,
+        live: LiveStep | None,
+    ) -> str | None:
+        """An answered AskHuman node: its post, with the answer as the exec result."""
+        assert cursor.wait is not None
+        node = copy.copy(info.obj)
+        node.set_params(cursor.frames[-1].params)
+        is_async = info.kind in ASYNC_KINDS
+        post = node.post_async if is_async else node.post
+        request, answer = cursor.wait["request"], cursor.wait["answer"]
+        try:
+            action = await self._call(
+                post, shared, request, answer, is_async=is_async, limits=limits, key=key, live=live
+            )
+        except TimeoutError:
+            raise _timed_out(f"post of node '{info.id}'", info.id, limits) from None
+        except Exception as exc:
+            raise StepError.raised(exc, info.id) from exc
+        if action is not None and not isinstance(action, str):
+            raise StepError(
+                "invalid_action",
+                f"node '{info.id}' returned {action!r}; actions are strings",
+                info.id,
+            )
+        return action
 
     async def _run_leaf(
         self,

@@ -157,3 +157,26 @@ class SharedStore:
         if keys is None:
             return self.to_dict()
         return {key: orjson.loads(self._bytes[key]) for key in keys if key in self._bytes}
+
+
+def apply_delta(working: dict[str, Any], delta: dict[str, Any]) -> None:
+    """Apply a delta as JSON (``set``, ``add``, ``del``) to a plain working copy."""
+    working.update(delta.get("set") or {})
+    for key, items in (delta.get("add") or {}).items():
+        working[key] = [*working.get(key, []), *items]
+    for key in delta.get("del") or []:
+        working.pop(key, None)
+
+
+def merge_deltas(first: dict[str, Any] | None, then: dict[str, Any]) -> dict[str, Any]:
+    """One delta with the effect of ``first`` followed by ``then`` (``then`` sets only)."""
+    out = {"set": dict((first or {}).get("set") or {}), "del": list((first or {}).get("del") or [])}
+    adds = dict((first or {}).get("add") or {})
+    for key, value in (then.get("set") or {}).items():
+        out["set"][key] = value
+        adds.pop(key, None)
+        if key in out["del"]:
+            out["del"].remove(key)
+    if adds:
+        out["add"] = adds
+    return out

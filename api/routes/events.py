@@ -18,6 +18,7 @@ from core.events import (
     RESET_EVENT,
     RUN_FINISHED_EVENT,
     RUN_STATUS_EVENT,
+    RUN_WAITING_EVENT,
     STEP_FINISHED_EVENT,
     STEP_STARTED_EVENT,
 )
@@ -40,6 +41,7 @@ SSE_EVENT = {
                 RESET_EVENT,
                 PROGRESS_EVENT,
                 STEP_FINISHED_EVENT,
+                RUN_WAITING_EVENT,
                 RUN_FINISHED_EVENT,
                 CUT_EVENT,
             ],
@@ -59,7 +61,7 @@ SEND_TIMEOUT = 30  # a client that takes no bytes for this long is dropped
     responses={
         200: {
             "description": "Server-sent events: run.status, step.started, node.output, "
-            "node.output.reset, step.finished, run.finished (the last)",
+            "node.output.reset, node.progress, step.finished, run.waiting, run.finished (the last)",
             "content": {"text/event-stream": {"schema": SSE_EVENT}},
         },
         **errors(404, 422),

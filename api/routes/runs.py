@@ -61,7 +61,7 @@ MAX_SEQ = 2**31 - 1  # the seq column is a 32-bit integer
 SEQ_TEXT = re.compile(r"[0-9]{1,10}")
 
 
-def _run_response(
+def run_response(
     row: Any,
     status: int = 200,
     headers: dict[str, str] | None = None,
@@ -73,7 +73,7 @@ def _run_response(
     return json_response(RunOut, body, status, {"ETag": etag(row), **(headers or {})})
 
 
-def _internals(principal: Principal) -> bool:
+def sees_internals(principal: Principal) -> bool:
     """May the caller see a run's internals: tracebacks, step deltas, the shared store."""
     return allowed(principal, Permission.run_internals)
 
@@ -121,7 +121,7 @@ async def get_run(
     tag = etag(row)
     if _matches(if_none_match, tag):
         return Response(status_code=304, headers={"ETag": tag})
-    return _run_response(row, debug=_internals(principal))
+    return run_response(row, debug=sees_internals(principal))
 
 
 def _matches(if_none_match: str | None, tag: str) -> bool:
@@ -207,7 +207,7 @@ async def create_run(
     if not created:
         headers["Idempotent-Replayed"] = "true"
     status = 201 if row["status"] in TERMINAL else 202
-    return _run_response(row, status, headers, debug=_internals(principal))
+    return run_response(row, status, headers, debug=sees_internals(principal))
 
 
 def plan_run(
@@ -241,6 +241,7 @@ def plan_run(
         metadata=body.metadata,
         run_timeout=spec.run_timeout,
         current_node=spec.start_node,
+        trigger={"type": "api"},
     )
     return spec, new
 
@@ -276,7 +277,7 @@ async def list_runs(
         )
     )
     rows, next_cursor = keyset_page(rows, limit, "id")
-    debug = _internals(principal)
+    debug = sees_internals(principal)
     items = [run_data(r, debug=debug) for r in rows]
     return json_response(RunPage, page(items, next_cursor))
 
@@ -326,7 +327,7 @@ async def list_steps(
 ) -> Response:
     state = app_state(request)
     row = await visible_run(state, principal, run_id)
-    debug = _internals(principal)
+    debug = sees_internals(principal)
     deltas = "delta" in (include or ())
     if deltas and not debug:
         raise Forbidden(f"the {principal.role} role may not see step deltas")
@@ -354,7 +355,7 @@ async def get_step(run_id: str, seq: str, request: Request, principal: RunReader
         found = await state.store.steps(row["id"], after=number - 1, limit=1, delta=True)
     if not found or found[0]["seq"] != number:
         raise NotFound(f"run '{run_id}' has no step '{seq}'")
-    debug = _internals(principal)
+    debug = sees_internals(principal)
     internals = allowed(principal, Permission.flow_internals)
     return json_response(
         StepOut, step_data(found[0], internals=internals, debug=debug, delta=debug)
@@ -422,4 +423,4 @@ async def cancel_run(
         raise Conflict(f"run '{run_id}' already {row['status']}")
     row = await state.store.cancel(row["id"]) or row
     state.executor.changes.publish(row["id"])
-    return _run_response(row, debug=_internals(principal))
+    return run_response(row, debug=sees_internals(principal))
