@@ -9,6 +9,7 @@ test kills. ``build_*`` functions give the same graphs for plain ``pocketflow``.
 from __future__ import annotations
 
 import os
+from itertools import pairwise
 import time
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,7 @@ class Add(Node):
 def build_chain() -> Flow:
     """Five steps whose result depends on where a run starts and on its state."""
     nodes = [Add(n) for n in (1, 10, 100, 1000, 10000)]
-    for a, b in zip(nodes, nodes[1:], strict=False):
+    for a, b in pairwise(nodes):
         a >> b
     return Flow(start=nodes[0])
 
@@ -198,7 +199,7 @@ class Plod(Node):
 
 def build_plod() -> Flow:
     nodes = [Plod(i) for i in range(8)]
-    for a, b in zip(nodes, nodes[1:], strict=False):
+    for a, b in pairwise(nodes):
         a >> b
     return Flow(start=nodes[0])
 
