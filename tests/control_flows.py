@@ -9,8 +9,8 @@ test kills. ``build_*`` functions give the same graphs for plain ``pocketflow``.
 from __future__ import annotations
 
 import os
-from itertools import pairwise
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
