@@ -13,6 +13,8 @@ from db.store import TERMINAL, RunStore
 from flows.registry import Registry
 from workers.executor import Executor
 
+SETTLED = (*TERMINAL, "waiting", "paused")  # nothing happens to these by itself
+
 
 @dataclass
 class AppState:
@@ -35,7 +37,8 @@ class AppState:
         self, run_id: uuid.UUID, timeout: float, *, since_version: int | None = None
     ) -> None:
         """Return when the run's version passes ``since_version`` (or, without it, when the
-        run is terminal), or when ``timeout`` runs out, or when the process starts draining.
+        run is settled: terminal, or waiting for an answer or an unpause that only someone
+        else can give), or when ``timeout`` runs out, or when the process starts draining.
         Polls the database as a backstop, so changes made by other processes are seen too."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -47,7 +50,7 @@ class AppState:
                 version, status = current
                 if since_version is not None and version != since_version:
                     return
-                if since_version is None and status in TERMINAL:
+                if since_version is None and status in SETTLED:
                     return
                 remaining = deadline - loop.time()
                 if remaining <= 0 or self.draining.is_set():

@@ -29,6 +29,17 @@ OPERATIONS: dict[tuple[str, str], tuple[str, set[str]]] = {
     ("get", "/v1/runs/{run_id}/steps/{seq}"): ("getRunStep", SECURED | {"200", "404"}),
     ("get", "/v1/runs/{run_id}/state"): ("getRunState", SECURED | {"200", "403", "404", "422"}),
     ("post", "/v1/runs/{run_id}/cancel"): ("cancelRun", SECURED | {"200", "404", "409"}),
+    ("post", "/v1/runs/{run_id}/resume"): ("resumeRun", SECURED | {"200", "404", "409", "422"}),
+    ("post", "/v1/runs/{run_id}/retry"): (
+        "retryRun",
+        SECURED | {"200", "403", "404", "409", "422"},
+    ),
+    ("post", "/v1/runs/{run_id}/replay"): (
+        "replayRun",
+        SECURED | {"201", "403", "404", "409", "422"},
+    ),
+    ("post", "/v1/runs/{run_id}/pause"): ("pauseRun", SECURED | {"200", "403", "404", "409"}),
+    ("post", "/v1/runs/{run_id}/unpause"): ("unpauseRun", SECURED | {"200", "403", "404", "409"}),
     ("get", "/v1/runs/{run_id}/events"): ("streamRunEvents", SECURED | {"200", "404", "422"}),
     ("get", "/v1/flows"): ("listFlows", SECURED | {"200"}),
     ("get", "/v1/flows/{flow}"): ("getFlow", SECURED | {"200", "404"}),

@@ -39,6 +39,11 @@ TABLE: dict[tuple[str, str], tuple[Permission, dict[str, Any]]] = {
     ("GET", "/v1/runs/{run_id}/state"): (Permission.run_internals, {"consumer": DENIED}),
     ("GET", "/v1/runs/{run_id}/events"): (Permission.run_read, {}),
     ("POST", "/v1/runs/{run_id}/cancel"): (Permission.run_cancel, {}),
+    ("POST", "/v1/runs/{run_id}/resume"): (Permission.run_resume, {}),
+    ("POST", "/v1/runs/{run_id}/retry"): (Permission.run_retry, {"consumer": DENIED}),
+    ("POST", "/v1/runs/{run_id}/replay"): (Permission.run_retry, {"consumer": DENIED}),
+    ("POST", "/v1/runs/{run_id}/pause"): (Permission.run_control, {"consumer": DENIED}),
+    ("POST", "/v1/runs/{run_id}/unpause"): (Permission.run_control, {"consumer": DENIED}),
     ("POST", "/v1/keys"): (
         Permission.key_create,
         {"consumer": DENIED, "operator": DENIED, "engineer": DENIED},
@@ -102,6 +107,10 @@ def _request(client: httpx.Client, key: tuple[str, str], ids: dict[str, str]) ->
         body = {"input": {"name": "table"}}
     elif key == ("POST", "/v1/keys"):
         body = {"name": "made-by-table", "role": "consumer"}
+    elif key == ("POST", "/v1/runs/{run_id}/resume"):
+        body = {"payload": {}}  # allowed callers get past authorization: the run is not waiting
+    elif key == ("POST", "/v1/runs/{run_id}/replay"):
+        body = {"from_seq": 1}
     return client.request(method, url, json=body)
 
 

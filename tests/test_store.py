@@ -118,7 +118,9 @@ async def test_concurrent_checkpoints_commit_each_and_fail_only_their_own(db: Ru
         ),
         return_exceptions=True,
     )
-    assert [type(r).__name__ for r in results] == ["NoneType"] * 2 + ["LeaseLost"] + ["NoneType"] * 3
+    assert [type(r).__name__ for r in results] == ["NoneType"] * 2 + ["LeaseLost"] + [
+        "NoneType"
+    ] * 3
     assert [(await db.get(i))["seq"] for i in ids] == [1, 1, 0, 1, 1, 1]
 
 

@@ -39,7 +39,7 @@ from api.schemas import (
     json_problems,
 )
 from api.serialize import etag, json_response, page, run_data, step_data
-from api.state import AppState
+from api.state import SETTLED, AppState
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from core.ids import parse_uuid
 from core.jsonutil import canonical_json
@@ -115,7 +115,7 @@ async def get_run(
         if _matches(if_none_match, etag(row)):
             await state.wait_for_change(row["id"], wait, since_version=row["version"])
             row = await state.store.get(row["id"]) or row
-        elif row["status"] not in TERMINAL and if_none_match is None:
+        elif row["status"] not in SETTLED and if_none_match is None:
             await state.wait_for_change(row["id"], wait)
             row = await state.store.get(row["id"]) or row
     tag = etag(row)
@@ -200,7 +200,7 @@ async def create_run(
                     with contextlib.suppress(Exception):
                         await request.app.state.security.audit.discard(audit_ahead[0][1]["id"])
                 raise
-    if wait > 0 and row["status"] not in TERMINAL:
+    if wait > 0 and row["status"] not in SETTLED:
         await state.wait_for_change(row["id"], wait)
         row = await state.store.get(row["id"]) or row
     headers = {"Location": f"/v1/runs/{row['id']}"}
