@@ -128,6 +128,7 @@ class RunControl:
                     }
                 ],
             )
+        cp = await self._checkpoint(parent["id"])
         state = await state_after(self.store, parent, from_seq - 1, max_bytes=self.max_store_bytes)
         state.update(roundtrip(dict(patch or {})))
         _, cursor = await self.store.step_cursor(parent["id"], from_seq)
@@ -138,7 +139,7 @@ class RunControl:
                 principal=principal,
                 flow=parent["flow"],
                 flow_version=parent["flow_version"],
-                graph_hash=await self._graph_hash(parent["id"]),
+                graph_hash=cp["graph_hash"],
                 mode="background",
                 queue=parent["queue"],
                 priority=parent["priority"],
@@ -152,11 +153,6 @@ class RunControl:
             )
         )
         return row
-
-    async def _graph_hash(self, run_id: uuid.UUID) -> str:
-        head = await self.store.checkpoint_of(run_id)
-        assert head is not None
-        return head["graph_hash"]
 
     async def pause(self, run_id: uuid.UUID) -> Row:
         """A queued run pauses now, a running one at its next checkpoint."""
