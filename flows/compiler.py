@@ -24,6 +24,7 @@ from pocketflow import (
 
 from core.errors import FlowDefinitionError
 from core.jsonutil import dumps
+from nodes.human import asks_human
 
 ROOT = ""
 
@@ -181,6 +182,12 @@ def compile_flow(flow: BaseNode) -> Graph:
                     f"async node '{node_id}' ({type(node).__name__}) is inside "
                     f"{describe(container_id)}, which is a sync Flow; use AsyncFlow"
                 )
+            if isinstance(node, AsyncParallelBatchFlow) and (asking := _asks_inside(node)):
+                raise FlowDefinitionError(
+                    f"{asking} asks a person for input inside '{node_id}', an "
+                    "AsyncParallelBatchFlow that runs as one step, so the run can't wait "
+                    "there; move the AskHuman node out of it"
+                )
             owner[id(node)] = node_id
             cls = type(node)
             nodes[node_id] = NodeInfo(
@@ -205,6 +212,27 @@ def compile_flow(flow: BaseNode) -> Graph:
     owner[id(flow)] = ROOT
     visit_container(flow, ROOT)
     return Graph(nodes, _graph_hash(nodes))
+
+
+def _node_name(node: BaseNode) -> str:
+    return getattr(node, "name", None) or type(node).__name__
+
+
+def _asks_inside(flow: Flow) -> str | None:
+    """The first AskHuman node reachable inside ``flow`` (nested flows too), or None."""
+    seen: set[int] = set()
+    stack: list[BaseNode] = [flow.start_node] if flow.start_node is not None else []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if asks_human(node):
+            return f"node '{_node_name(node)}'"
+        if isinstance(node, Flow) and node.start_node is not None:
+            stack.append(node.start_node)
+        stack.extend(n for n in node.successors.values() if isinstance(n, BaseNode))
+    return None
 
 
 def _graph_hash(nodes: dict[str, NodeInfo]) -> str:

@@ -10,6 +10,7 @@ from pocketflow import AsyncFlow, AsyncNode, AsyncParallelBatchFlow, BatchFlow, 
 from core.errors import FlowDefinitionError
 from flows.compiler import Kind, compile_flow
 from flows.registry import REGISTRY, Registry, flow, register
+from nodes.human import AskHuman
 
 
 class Add(Node):
@@ -383,3 +384,9 @@ def test_example_node_ids():
     assert wordcount["PerChunk"].kind is Kind.batch_flow
     fanout = REGISTRY.get("fanout").graph
     assert fanout.root.kind is Kind.async_flow
+
+
+def test_ask_human_inside_a_parallel_batch_flow_is_refused() -> None:
+    inner = AsyncParallelBatchFlow(start=AskHuman("which?"))
+    with pytest.raises(FlowDefinitionError, match="AskHuman node out of it"):
+        compile_flow(AsyncFlow(start=inner))
