@@ -151,8 +151,11 @@ class RunEventStream:
             return []
         if status == "waiting" and self.run["waiting_for"] is not None:
             waiting_for = self.run["waiting_for"]
-            data = {"status": status, "current_node": waiting_for["node"]}
+            node = waiting_for["node"]
+            started = {"seq": seq + 1, "node": node, "attempt": 1}
+            data = {"status": status, "current_node": node}
             return [
+                Event(event_id(seq + 1, STEP_STARTED), STEP_STARTED_EVENT, started),
                 Event(event_id(seq + 1, WAITING_STATUS), RUN_STATUS_EVENT, data),
                 Event(event_id(seq + 1, WAITING), RUN_WAITING_EVENT, dict(waiting_for)),
             ]

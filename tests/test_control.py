@@ -172,7 +172,8 @@ def test_a_waiting_run_shows_on_the_event_stream_and_in_lists(start) -> None:
                     if kind == "run.waiting":
                         break
         kinds = [k for k, _ in events]
-        assert kinds[-2:] == ["run.status", "run.waiting"], kinds
+        assert kinds[-3:] == ["step.started", "run.status", "run.waiting"], kinds
+        assert events[-3][1]["node"] == "Approve" and events[-3][1]["seq"] == 2
         assert events[-2][1]["status"] == "waiting"
         assert events[-1][1]["node"] == "Approve"
         assert events[-1][1]["request"]["prompt"].startswith("Approve: ")
