@@ -255,11 +255,12 @@ Run.parent_run_id = mapped_column(Uuid, nullable=True)
 Run.parent_seq = mapped_column(Integer, nullable=True)
 # How many times an operator carried the run on after it failed (retry).
 Run.retries = mapped_column(Integer, default=0, server_default=text("0"))
-# The sweeper's timers: only runs that wait or sleep, by when they are due.
+# The sweeper's timers: only runs with a wake-up time, by status and when they are due.
 Index(
-    "ix_runs_wake_at",
+    "ix_runs_status_wake_at",
+    runs.c.status,
     runs.c.wake_at,
-    postgresql_where=text("status IN ('waiting', 'sleeping') AND wake_at IS NOT NULL"),
-    sqlite_where=text("status IN ('waiting', 'sleeping') AND wake_at IS NOT NULL"),
+    postgresql_where=text("wake_at IS NOT NULL"),
+    sqlite_where=text("wake_at IS NOT NULL"),
 )
 Index("ix_runs_parent_run_id", runs.c.parent_run_id)

@@ -1,9 +1,10 @@
 """Durable control: runs that wait for a person, sleep, pause, are retried or replayed.
 
 ``waiting_for`` is what a waiting run asks for; ``wake_at`` is when a sleeping run wakes
-or a waiting run's wait times out, found by the sweeper through ``ix_runs_wake_at`` (only
-waiting and sleeping runs are in it, so its cost follows the runs that are due, not the
-runs that wait). ``pause_requested`` stops a running run at its next checkpoint.
+or a waiting run's wait times out, found by the sweeper through ``ix_runs_status_wake_at``
+(only runs with a wake-up time are in it, and the sweeper asks for one status at a time, so
+its cost follows the runs that are due, not the runs that wait). ``pause_requested``
+stops a running run at its next checkpoint.
 ``trigger`` says who started a run, ``parent_run_id``/``parent_seq`` where a replay came
 from, and ``retries`` how often an operator carried a failed run on.
 
@@ -22,7 +23,7 @@ down_revision = "0008"
 branch_labels = None
 depends_on = None
 
-TIMERS = "status IN ('waiting', 'sleeping') AND wake_at IS NOT NULL"
+TIMERS = "wake_at IS NOT NULL"
 
 
 def upgrade() -> None:
@@ -37,9 +38,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("parent_seq", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("retries", sa.Integer(), nullable=False, server_default="0"))
     op.create_index(
-        "ix_runs_wake_at",
+        "ix_runs_status_wake_at",
         "runs",
-        ["wake_at"],
+        ["status", "wake_at"],
         postgresql_where=sa.text(TIMERS),
         sqlite_where=sa.text(TIMERS),
     )
@@ -48,7 +49,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_runs_parent_run_id", table_name="runs")
-    op.drop_index("ix_runs_wake_at", table_name="runs")
+    op.drop_index("ix_runs_status_wake_at", table_name="runs")
     with op.batch_alter_table("runs") as batch:
         for column in (
             "retries",
