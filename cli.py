@@ -9,10 +9,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cli_view import RecordOnly, RunView, follow, id_column, print_outcome, quiet_logs, styled
@@ -24,13 +25,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-runs_app = typer.Typer(help="List, show and cancel runs.", invoke_without_command=True)
+runs_app = typer.Typer(
+    help="List, show, cancel, resume, retry, replay, pause and unpause runs.",
+    invoke_without_command=True,
+)
 app.add_typer(db_app, name="db")
 app.add_typer(runs_app, name="runs")
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 console = Console()
 err = Console(stderr=True)
+# A control verb's work on one run: (RunControl, the run, dispatched) -> the run after it.
+Act = Callable[[Any, Any, bool], Awaitable[Any]]
 
 
 def _settings() -> Settings:
@@ -225,10 +231,21 @@ def runs_default(ctx: typer.Context) -> None:
 @runs_app.command("list")
 def runs_list(
     flow: Annotated[str | None, typer.Option()] = None,
-    status: Annotated[list[str] | None, typer.Option()] = None,
+    status: Annotated[
+        list[str] | None,
+        typer.Option(help="Repeatable: queued, running, waiting, paused, sleeping, succeeded, ..."),
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
 ) -> None:
     """The newest runs, across tenants."""
+    from db.store import CLAIMABLE, STOPPED, TERMINAL
+
+    known = (*CLAIMABLE, *STOPPED, *TERMINAL)
+    for name in status or []:
+        if name not in known:
+            raise typer.BadParameter(
+                f"{name!r} is not a run status: one of {', '.join(known)}", param_hint="--status"
+            )
     rows = asyncio.run(list_runs(_settings(), flow, status or [], limit))
     # compact, so whole ids and the status fit in 80 columns
     table = Table(box=None, padding=(0, 1, 0, 0), header_style="bold underline")
@@ -280,6 +297,169 @@ def runs_cancel(run_id: Annotated[str, typer.Argument()]) -> None:
         err.print("run not found")
         raise typer.Exit(1)
     console.print(f"{run_id}: {status}")
+
+
+# --- control of a started run (workers.control), audited like the API's routes ---
+
+
+def _json_arg(text: str, name: str) -> Any:
+    """``text`` as JSON (``@file`` reads a file); exit 2 with one line when it is not."""
+    try:
+        raw = Path(text[1:]).read_text() if text.startswith("@") else text
+        return json.loads(raw, parse_constant=_not_json)
+    except (OSError, ValueError) as exc:
+        _refuse(2, f"{name} is not JSON: {exc}")
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _patch_arg(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    value = _json_arg(text, "--patch")
+    if not isinstance(value, dict):
+        _refuse(2, "--patch must be a JSON object of shared-store keys to set")
+    return value
+
+
+def _refuse(code: int, *lines: str) -> NoReturn:
+    for line in lines:
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _field(error: dict[str, Any]) -> str:
+    """An ``errors[]`` entry's field as the CLI spells it: ``payload.edit``, ``--from-seq``."""
+    loc = [str(part) for part in error.get("loc", ())]
+    if loc[:1] == ["body"]:
+        loc = loc[1:]
+    if loc and loc[0] in ("from_seq", "patch"):
+        return "--" + loc[0].replace("_", "-") + "".join(f".{part}" for part in loc[1:])
+    return ".".join(loc) or "payload"
+
+
+def _control(run_id: str, action: str, act: Act, detail: dict[str, Any] | None = None) -> Any:
+    """Run ``act`` on the run and report: 1 for an unknown run or a conflict, 2 for input
+    that fails its schema (one line per error, naming the field)."""
+    from core.errors import Conflict, InvalidInput, NotFound
+
+    try:
+        row = asyncio.run(control_run(_settings(), _run_id(run_id), action, act, detail))
+    except NotFound:
+        _refuse(1, "run not found")
+    except Conflict as exc:
+        _refuse(1, exc.detail)
+    except InvalidInput as exc:
+        errors = exc.errors or []
+        _refuse(2, f"{exc.detail}:" if errors else exc.detail, *(_error_line(e) for e in errors))
+    return row
+
+
+def _error_line(error: dict[str, Any]) -> str:
+    return f"  {_field(error)}: {error.get('msg', 'invalid')}"
+
+
+def _report(row: Any, what: str) -> None:
+    console.print(f"{row['id']}: {what}{styled(row['status'])}", highlight=False)
+    if row["status"] == "queued" and _settings().executor == "local":
+        console.print("a running `pocketrun serve` on this database picks it up at its next sweep")
+
+
+@runs_app.command("resume")
+def runs_resume(
+    run_id: Annotated[str, typer.Argument()],
+    payload: Annotated[
+        str | None, typer.Argument(help="The answer as JSON (or @file)", show_default=False)
+    ] = None,
+    payload_option: Annotated[
+        str | None, typer.Option("--payload", help="The answer as JSON (or @file)")
+    ] = None,
+) -> None:
+    """Deliver the answer a waiting run asked for; it must match the request's schema."""
+    if (payload is None) == (payload_option is None):
+        _refuse(2, "give the answer once: runs resume RUN_ID PAYLOAD_JSON, or --payload JSON")
+    answer = _json_arg(payload if payload is not None else payload_option, "the payload")
+
+    async def act(control: Any, run: Any, dispatched: bool) -> Any:
+        return await control.resume(run["id"], answer, dispatched=dispatched)
+
+    _report(_control(run_id, "run.resume", act), "resumed, ")
+
+
+@runs_app.command("retry")
+def runs_retry(
+    run_id: Annotated[str, typer.Argument()],
+    patch: Annotated[
+        str | None, typer.Option(help="JSON object: shared-store keys to set first (or @file)")
+    ] = None,
+) -> None:
+    """Carry a failed, timed-out or cancelled run on from the step that ended it."""
+    changes = _patch_arg(patch)
+
+    async def act(control: Any, run: Any, dispatched: bool) -> Any:
+        now = await control.store.now()
+        return await control.retry(run["id"], changes, now, dispatched=dispatched)
+
+    row = _control(run_id, "run.retry", act)
+    _report(row, f"retry {row['retries']}, ")
+
+
+@runs_app.command("replay")
+def runs_replay(
+    run_id: Annotated[str, typer.Argument()],
+    from_seq: Annotated[int, typer.Option("--from-seq", help="The step to start at")],
+    patch: Annotated[
+        str | None, typer.Option(help="JSON object: shared-store keys to set first (or @file)")
+    ] = None,
+) -> None:
+    """Start a new run from the state before step N of a finished run."""
+    changes = _patch_arg(patch)
+
+    async def act(control: Any, parent: Any, dispatched: bool) -> Any:
+        from core.errors import Conflict
+        from flows.registry import load_flows
+
+        spec = load_flows(_settings().flow_modules).find(parent["flow"], parent["flow_version"])
+        if spec is None:
+            raise Conflict(
+                f"flow '{parent['flow']}' version {parent['flow_version']} is not loaded here"
+            )
+        row = await control.replay(
+            parent, from_seq, changes, principal="cli", run_timeout=spec.run_timeout
+        )
+        if dispatched:
+            return row
+        # A new run: stamp it for the next sweep rather than wait REDISPATCH_AFTER for one.
+        swept = await control.store.transition(row["id"], ("queued",), {}, dispatched=False)
+        return swept or row
+
+    detail = {"parent": str(_run_id(run_id)), "from_seq": from_seq}
+    row = _control(run_id, "run.replay", act, detail)
+    console.print(f"run [bold]{row['id']}[/bold] replays {run_id} from step {from_seq}")
+    _report(row, "")
+
+
+@runs_app.command("pause")
+def runs_pause(run_id: Annotated[str, typer.Argument()]) -> None:
+    """Pause a queued run now, a running one at its next checkpoint."""
+
+    async def act(control: Any, run: Any, dispatched: bool) -> Any:
+        return await control.pause(run["id"])
+
+    row = _control(run_id, "run.pause", act)
+    _report(row, "pause requested, " if row["status"] == "running" else "")
+
+
+@runs_app.command("unpause")
+def runs_unpause(run_id: Annotated[str, typer.Argument()]) -> None:
+    """Queue a paused run again (or drop a pause a running run has not reached yet)."""
+
+    async def act(control: Any, run: Any, dispatched: bool) -> Any:
+        return await control.unpause(run["id"], dispatched=dispatched)
+
+    _report(_control(run_id, "run.unpause", act), "")
 
 
 # --- the async work behind the verbs: they act on the database directly ---
@@ -352,7 +532,8 @@ async def start_run(
                 await make_executor(settings, db, registry).submit(
                     run_id, priority=priority, queue=spec.queue
                 )
-            else:
+            else:  # for the next sweep, rather than after REDISPATCH_AFTER
+                await db.transition(run_id, ("queued",), {}, dispatched=False)
                 out.print("queued: a running `pocketrun serve` on this database picks it up")
             return 0
         local: LocalExecutor | None = None
@@ -467,8 +648,12 @@ async def show_run(settings: Settings, run_id: uuid.UUID, out: Console) -> bool:
                 "finished_at",
             )
         }
+        fields.update(_control_fields(row))
         for key, value in fields.items():
-            out.print(f"[bold]{key:>13}[/bold] {value if value is not None else ''}")
+            out.print(
+                f"[bold]{key:>13}[/bold] {escape(str(value)) if value is not None else ''}",
+                soft_wrap=True,
+            )
         for key in ("input", "output", "error"):
             if row[key] is not None:
                 out.print(f"[bold]{key:>13}[/bold]")
@@ -480,6 +665,25 @@ async def show_run(settings: Settings, run_id: uuid.UUID, out: Console) -> bool:
         await db.close()
 
 
+def _control_fields(row: Any) -> dict[str, Any]:
+    """What a run's durable control adds to ``runs show``, only where it is set."""
+    fields: dict[str, Any] = {}
+    waiting = row["waiting_for"]
+    if waiting:
+        prompt = (waiting.get("request") or {}).get("prompt")
+        fields["waiting_for"] = f"{waiting.get('node')}: {prompt}" if prompt else waiting["node"]
+    if row["wake_at"] is not None:
+        fields["wake_at"] = row["wake_at"]
+    trigger = row["trigger"]
+    if trigger:
+        fields["trigger"] = " ".join(str(trigger[k]) for k in ("type", "id") if trigger.get(k))
+    if row["parent_run_id"] is not None:
+        fields["parent"] = f"{row['parent_run_id']} step {row['parent_seq']}"
+    if row["retries"]:
+        fields["retries"] = row["retries"]
+    return fields
+
+
 async def cancel_run(settings: Settings, run_id: uuid.UUID) -> str | None:
 
     db = await _open(settings)
@@ -488,6 +692,54 @@ async def cancel_run(settings: Settings, run_id: uuid.UUID) -> str | None:
         if row is None:
             return None
         return "cancel requested" if row["status"] == "running" else row["status"]
+    finally:
+        await db.close()
+
+
+async def control_run(
+    settings: Settings,
+    run_id: uuid.UUID,
+    action: str,
+    act: Act,
+    detail: dict[str, Any] | None = None,
+) -> Any:
+    """``act(control, run, dispatched)`` on the run, then an audit entry (``action``, as
+    principal ``cli``) and, with EXECUTOR=celery, the queued run handed to the workers.
+    With the local executor nobody here runs it: the next sweep of a ``pocketrun serve``
+    on this database does (``dispatched=False``)."""
+    from core.errors import NotFound
+    from core.principal import LOCAL_PRINCIPAL
+    from db.audit import AuditRecord, AuditRepository
+    from workers.control import RunControl
+
+    db = await _open(settings)
+    try:
+        run = await db.get(run_id)
+        if run is None:
+            raise NotFound(f"run '{run_id}' not found")
+        dispatched = settings.executor == "celery"
+        control = RunControl(db, max_store_bytes=settings.max_store_bytes)
+        row = await act(control, run, dispatched)
+        await AuditRepository(db).record(
+            AuditRecord(
+                tenant=run["tenant"],
+                principal="cli",
+                role=str(LOCAL_PRINCIPAL.role),
+                action=action,
+                target=str(row["id"]),
+                status=201 if action == "run.replay" else 200,
+                detail={"source": "cli", **(detail or {})},
+            )
+        )
+        if dispatched and row["status"] == "queued":
+            from flows.registry import load_flows
+            from workers.factory import make_executor
+
+            registry = load_flows(settings.flow_modules)
+            await make_executor(settings, db, registry).submit(
+                row["id"], priority=row["priority"], queue=row["queue"], tenant=row["tenant"]
+            )
+        return row
     finally:
         await db.close()
 

@@ -54,6 +54,8 @@ STATUS_STYLE = {
     "running": "cyan",
     "queued": "white",
     "waiting": "magenta",
+    "paused": "blue",
+    "sleeping": "blue",
 }
 
 
@@ -236,7 +238,7 @@ class RunView:
         prompt = (data.get("request") or {}).get("prompt", "")
         self._line(
             f"[magenta]waiting[/magenta] at {escape(str(data.get('node')))}: {escape(str(prompt))}"
-            f" (resume: POST /v1/runs/{self.run_id}/resume)"
+            f" (resume: pocketrun runs resume {self.run_id} JSON)"
         )
 
     def _run_finished(self, run: dict[str, Any]) -> None:
