@@ -68,6 +68,10 @@ def _problem(description: str, headers: Headers | None = None) -> dict[str, Any]
 _EVERY_CALL = {
     "413": _problem("The request body is over `MAX_BODY_BYTES`"),
     "414": _problem("The query string is over 8 KiB"),
+    "422": _problem(
+        "Invalid input: the request's path, query or a stored header holds text no database "
+        "can keep (NUL, unpaired surrogates, bad UTF-8), or its parameters or body are invalid"
+    ),
 }
 _SECURED = {
     "401": _problem("Missing or invalid credentials", _CHALLENGE),

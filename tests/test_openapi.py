@@ -14,8 +14,8 @@ import pytest
 from tests.support import Server
 
 PROBLEM = "application/problem+json"
-SECURED = {"401", "413", "414", "429", "503"}  # every operation that needs a credential
-OPEN = {"413", "414"}  # every other one: the body and query limits answer anything
+SECURED = {"401", "413", "414", "422", "429", "503"}  # every operation that needs a credential
+OPEN = {"413", "414", "422"}  # every other one: the body, query and text checks answer anything
 
 # (method, path) -> (operationId, the statuses it may answer)
 OPERATIONS: dict[tuple[str, str], tuple[str, set[str]]] = {
