@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from api.authz import ROLE_PERMISSIONS, app_routes, route_permission
+from api.flow_operations import add_flow_operations
 from api.problems import PROBLEM, status_title
 from api.schemas import Problem
 
@@ -83,13 +84,28 @@ _FORBIDDEN = _problem("The caller's role lacks the permission")
 
 def install(app: FastAPI) -> None:
     build = app.openapi
+    built: dict[str, Any] = {}  # the flows the cached document was made for
 
     def openapi() -> dict[str, Any]:
-        if not app.openapi_schema:
-            app.openapi_schema = complete(app, build())
+        specs = _flows(app)
+        key = tuple((s.name, s.version, s.graph_hash) for s in specs)
+        if not app.openapi_schema or built.get("key") != key:
+            app.openapi_schema = None
+            schema = complete(app, build())
+            add_flow_operations(schema, specs)
+            app.openapi_schema, built["key"] = schema, key
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _flows(app: FastAPI) -> list[Any]:
+    """The default version of every flow the running app serves (none before it starts)."""
+    state = getattr(app.state, "pocketrun", None)
+    if state is None:
+        return []
+    registry = state.registry
+    return [registry.get(name) for name in sorted({s.name for s in registry.all()})]
 
 
 def complete(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:

@@ -71,9 +71,24 @@ def spec(server: Server) -> dict[str, Any]:
 
 
 def operations(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Every operation but the per-flow copies of createRun (tests/test_typed_client.py)."""
     for path, item in spec["paths"].items():
         for method, operation in item.items():
-            yield method, path, operation
+            if operation.get("tags") != ["flow runs"]:
+                yield method, path, operation
+
+
+def test_each_flow_s_operation_answers_as_create_run_does(spec: dict[str, Any]) -> None:
+    create = spec["paths"]["/v1/flows/{flow}/runs"]["post"]
+    typed = [
+        item["post"]
+        for item in spec["paths"].values()
+        if item.get("post", {}).get("tags") == ["flow runs"]
+    ]
+    assert typed
+    for operation in typed:
+        assert operation["responses"] == create["responses"], operation["operationId"]
+        assert operation["security"] == create["security"]
 
 
 def test_every_operation_has_its_stable_camel_case_id(spec: dict[str, Any]) -> None:
