@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC
@@ -37,10 +39,67 @@ console = Console()
 err = Console(stderr=True)
 # A control verb's work on one run: (RunControl, the run, dispatched) -> the run after it.
 Act = Callable[[Any, Any, bool], Awaitable[Any]]
+_options = {"debug": False, "database_noted": False}
+DebugOption = Annotated[
+    bool, typer.Option("--debug", help="On a flow module that fails to load, its traceback")
+]
 
 
 def _settings() -> Settings:
     return get_settings()
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"pocketrun {version('pocketrun')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version"),
+    ] = False,
+    debug: DebugOption = False,
+) -> None:
+    """pocketrun: a durable backend for PocketFlow workflows."""
+    _options["debug"] = debug
+
+
+def _loaded_flows(modules: list[str], debug: bool = False) -> Any:
+    """The registry with POCKETRUN_FLOWS loaded; a module that fails to load exits 2 with
+    one line (what, where, what to do), its traceback only under --debug."""
+    from flows.project import FlowLoadError
+    from flows.registry import load_flows
+
+    try:
+        return load_flows(modules)
+    except FlowLoadError as exc:
+        if exc.__cause__ is None:  # nothing raised: the message is all there is
+            _refuse(2, exc.detail)
+        if debug or _options["debug"]:
+            traceback.print_exception(exc.__cause__)
+            _refuse(2, exc.detail)
+        _refuse(2, f"{exc.detail} (--debug shows the traceback)")
+
+
+def _note_database(settings: Settings) -> None:
+    """Name the database on stderr, once, when it is the default: a SQLite file in whatever
+    directory the command runs from."""
+    if "database_url" in settings.model_fields_set or _options["database_noted"]:
+        return
+    _options["database_noted"] = True
+    path = Path(settings.database_url.partition(":///")[2]).resolve()
+    err.print(
+        f"pocketrun: database {path} (the default, in the working directory; "
+        "set POCKETRUN_DATABASE_URL to choose)",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -53,12 +112,22 @@ def serve(
             min=1, max=256, help="API processes sharing the port; one that dies is replaced"
         ),
     ] = 1,
+    debug: DebugOption = False,
 ) -> None:
     """Run the API with its executor (the embedded default needs no other services)."""
     from api.serving import serve as run_server
 
+    # The app reads its settings from the environment (in each process): --host and --port
+    # go there, so what it prints (the first-start hint) names the address it listens on.
+    if host is not None:
+        os.environ["POCKETRUN_HOST"] = host
+    if port is not None:
+        os.environ["POCKETRUN_PORT"] = str(port)
+    get_settings.cache_clear()
     settings = _settings()
-    run_server(settings, host=host or settings.host, port=port or settings.port, workers=workers)
+    _loaded_flows(settings.flow_modules, debug)  # a module that can't load: one line, here
+    _note_database(settings)
+    run_server(settings, host=settings.host, port=settings.port, workers=workers)
 
 
 @app.command()
@@ -76,6 +145,7 @@ def worker(
 
     from workers.engine import default_worker_name
 
+    _loaded_flows(_settings().flow_modules)  # a module that can't load: one line, here
     queue_list = [q.strip() for q in queues.split(",") if q.strip()] or ["default"]
     worker_name = name or _settings().worker_name or default_worker_name()
     # The pool's processes read their settings from the environment after the fork.
@@ -159,6 +229,8 @@ def _migrate_schema(step: Callable[[Any, str], Awaitable[None]], revision: str) 
     from db.migrate import current_revision
     from db.store import open_store
 
+    _note_database(_settings())
+
     async def main() -> str | None:
         db = open_store(_settings().database_url)
         try:
@@ -192,20 +264,23 @@ def run(
     input: Annotated[str, typer.Option("--input", "-i", help="JSON object, or @file")] = "{}",
     wait: Annotated[bool, typer.Option(help="Run it here and show steps as they finish")] = False,
     priority: Annotated[int, typer.Option(min=0, max=9)] = 0,
+    debug: DebugOption = False,
 ) -> None:
     """Start a run. With --wait it runs in this process (or on the workers) live."""
     settings = _settings()
+    _loaded_flows(settings.flow_modules, debug)
     quiet_logs(settings.log_level, json_logs=settings.log_json)
     code = asyncio.run(start_run(_settings(), flow, _parse_input(input), wait, priority, console))
     raise typer.Exit(code)
 
 
 @app.command()
-def flows(name: Annotated[str | None, typer.Argument(help="Show one flow")] = None) -> None:
+def flows(
+    name: Annotated[str | None, typer.Argument(help="Show one flow")] = None,
+    debug: DebugOption = False,
+) -> None:
     """List the registered flows, or show one with its graph as Mermaid."""
-    from flows.registry import load_flows
-
-    registry = load_flows(_settings().flow_modules)
+    registry = _loaded_flows(_settings().flow_modules, debug)
     if name is None:
         table = Table("name", "version", "mode", "queue", "description")
         for spec in registry.latest():
@@ -419,9 +494,8 @@ def runs_replay(
 
     async def act(control: Any, parent: Any, dispatched: bool) -> Any:
         from core.errors import Conflict
-        from flows.registry import load_flows
 
-        spec = load_flows(_settings().flow_modules).find(parent["flow"], parent["flow_version"])
+        spec = _loaded_flows(_settings().flow_modules).find(parent["flow"], parent["flow_version"])
         if spec is None:
             raise Conflict(
                 f"flow '{parent['flow']}' version {parent['flow_version']} is not loaded here"
@@ -469,6 +543,7 @@ async def _open(settings: Settings):
     from db.migrate import upgrade
     from db.store import open_store
 
+    _note_database(settings)
     store = open_store(settings.database_url)
     if settings.auto_migrate:
         await upgrade(store)
@@ -491,11 +566,10 @@ async def start_run(
     from core.errors import NotFound
     from core.principal import LOCAL_PRINCIPAL
     from db.store import NewRun
-    from flows.registry import load_flows
     from workers.factory import make_executor
     from workers.local import LocalExecutor
 
-    registry = load_flows(settings.flow_modules)
+    registry = _loaded_flows(settings.flow_modules)
     try:
         spec = registry.get(flow)
         initial = spec.validate_input(data)
@@ -732,10 +806,9 @@ async def control_run(
             )
         )
         if dispatched and row["status"] == "queued":
-            from flows.registry import load_flows
             from workers.factory import make_executor
 
-            registry = load_flows(settings.flow_modules)
+            registry = _loaded_flows(settings.flow_modules)
             await make_executor(settings, db, registry).submit(
                 row["id"], priority=row["priority"], queue=row["queue"], tenant=row["tenant"]
             )
@@ -766,7 +839,13 @@ def _parse_expiry(text: str | None):
 @keys_app.command("create")
 def keys_create(
     role: Annotated[str, typer.Option(help="consumer, operator, engineer or admin")],
-    tenant: Annotated[str, typer.Option(help="Tenant; '*' (admins only) crosses tenants")],
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            help="Tenant; '*' (admins only) crosses tenants. Default: 'default', while the "
+            "keys have no other tenant"
+        ),
+    ] = None,
     name: Annotated[str | None, typer.Option(help="A label for humans")] = None,
     expires: Annotated[str | None, typer.Option(help="30d, 12h, ... or ISO 8601")] = None,
 ) -> None:
@@ -780,22 +859,25 @@ def keys_create(
         raise typer.BadParameter(f"--role must be one of {[r.value for r in Role]}") from None
     if tenant == ALL_TENANTS and parsed_role is not Role.admin:
         raise typer.BadParameter("only an admin key can have tenant '*'")
-    if not tenant or len(tenant) > 100:
+    if tenant is not None and not 1 <= len(tenant) <= 100:
         raise typer.BadParameter("--tenant must be 1-100 characters")
-    new = NewKey(
-        name=name or f"{parsed_role.value}@{tenant}",
-        tenant=tenant,
-        role=parsed_role,
-        created_by="cli",
-        expires_at=_parse_expiry(expires),
-    )
+    expires_at = _parse_expiry(expires)
 
     async def main():
         from db.keys import KeyRepository
 
         db = await _open(_settings())
         try:
-            return await KeyRepository(db).create(new)
+            keys = KeyRepository(db)
+            chosen = tenant or await _only_tenant(keys)
+            new = NewKey(
+                name=name or f"{parsed_role.value}@{chosen}",
+                tenant=chosen,
+                role=parsed_role,
+                created_by="cli",
+                expires_at=expires_at,
+            )
+            return await keys.create(new)
         finally:
             await db.close()
 
@@ -805,6 +887,19 @@ def keys_create(
         "it is shown only now:"
     )
     print(key)
+
+
+async def _only_tenant(keys: Any) -> str:
+    """``default`` while no key belongs to another tenant; otherwise --tenant must say."""
+    from core.principal import ALL_TENANTS
+
+    rows = await keys.list(None, limit=10_000)
+    tenants = {row["tenant"] for row in rows if row["revoked_at"] is None}
+    others = sorted(tenants - {"default", ALL_TENANTS})
+    if others:
+        shown = ", ".join(["default", *others][:10])
+        _refuse(2, f"give --tenant: keys exist for several tenants ({shown})")
+    return "default"
 
 
 @keys_app.command("list")

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import importlib
-import os
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -14,7 +12,9 @@ from pocketflow import Flow
 from pydantic import BaseModel, ConfigDict
 
 from core.errors import FlowDefinitionError, NotFound
+from flows import own
 from flows.compiler import Graph, compile_flow, first_leaf
+from flows.project import import_flow_module
 
 Mode = Literal["inline", "background"]
 # Where sync nodes run: a step thread (a step timeout can abandon it), or the engine's
@@ -190,9 +190,11 @@ BUILTIN_MODULES = ["flows.examples"]
 def load_flows(modules: list[str] | None = None) -> Registry:
     """Import the built-in flows and the engineer's modules; each registers itself.
 
-    Modules resolve from the working directory too, as ``python -m`` would."""
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    for module in [*BUILTIN_MODULES, *(modules or [])]:
+    An engineer's module is a name resolved from the working directory first, or a .py
+    file; its files never shadow pocketrun's packages nor the reverse (flows.project)."""
+    own.load()  # pocketrun's nodes, not a nodes.py first on sys.path (flows/own.py)
+    for module in BUILTIN_MODULES:
         importlib.import_module(module)
+    for module in modules or []:
+        import_flow_module(module, REGISTRY)
     return REGISTRY

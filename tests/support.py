@@ -48,9 +48,15 @@ class Server:
     """A real ``pocketrun serve`` (uvicorn) in its own process."""
 
     def __init__(
-        self, database_url: str, *, env: dict[str, str] | None = None, log_path: Path | None = None
+        self,
+        database_url: str,
+        *,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+        cwd: Path = ROOT,
     ) -> None:
         self.database_url = database_url
+        self.cwd = cwd
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -70,7 +76,7 @@ class Server:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             [str(BIN / "pocketrun"), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT,
+            cwd=self.cwd,
             env=self.env,
             stdout=out,
             stderr=subprocess.STDOUT,
