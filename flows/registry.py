@@ -194,5 +194,10 @@ def load_flows(modules: list[str] | None = None) -> Registry:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     for module in [*BUILTIN_MODULES, *(modules or [])]:
+        if module.lower().endswith((".json", ".yaml", ".yml")):  # a declarative flow
+            from flows.documents import load_file
+
+            load_file(module)
+            continue
         importlib.import_module(module)
     return REGISTRY

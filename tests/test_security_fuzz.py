@@ -10,11 +10,32 @@ import pytest
 
 from tests.support import BIN, TEST_ADMIN_KEY
 
-# The allowances: a request valid by the OpenAPI schema may still be 422 on createRun,
+# The allowances: a request valid by the OpenAPI schema may still be 422 on replayRun (a
+# ``from_seq`` past the run's steps) and resumeRun (an answer the waiting node's schema
+# refuses, or text no database stores) as their run decides, and on createRun,
 # because what ``input`` must hold is each flow's own schema (one operation serves every
 # flow), and an Idempotency-Key reused with another body is refused (DESIGN.md section 4);
-# and on getRunState, because a ``seq`` past the run's last step depends on the run.
+# on getRunState, because a ``seq`` past the run's last step depends on the run; and on
+# registerFlow, because a document valid by its schema may still name an unknown node
+# type or node, or an existing version (checked against the catalog and the registry).
 CONFIG = """
+[[operations]]
+include-operation-id = "replayRun"
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "3xx", "401", "403", "404", "409", "422", "429",
+]
+
+[[operations]]
+include-operation-id = "resumeRun"
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "3xx", "401", "403", "404", "409", "422", "429",
+]
+[[operations]]
+include-operation-id = "registerFlow"
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "3xx", "401", "403", "409", "422", "429",
+]
+
 [[operations]]
 include-operation-id = "createRun"
 checks.positive_data_acceptance.expected-statuses = [
