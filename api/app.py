@@ -14,7 +14,7 @@ from api.admission import Admission
 from api.cluster import end_with_supervisor
 from api.draining import Drain
 from api.middleware import RequestMiddleware
-from api.routes import control, events, flows, health, runs
+from api.routes import catalog, control, events, flows, health, runs
 from api.security import start_security
 from api.state import AppState
 from core.logging import configure_logging
@@ -23,6 +23,7 @@ from core.tracing import configure_tracing
 from db.migrate import upgrade
 from db.store import open_store
 from flows.registry import load_flows
+from workers.declared import DeclaredFlows
 from workers.factory import make_executor
 
 log = structlog.get_logger("pocketrun.api")
@@ -46,6 +47,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = AppState(settings, store, registry, executor, Admission(store, settings))
         app.state.pocketrun = state
         app.state.security = await start_security(settings, store)
+        # flows posted to POST /v1/flows, by this process or any other
+        app.state.declared_flows = declared = DeclaredFlows(store, registry)
+        try:
+            await declared.refresh()
+        except Exception as exc:  # e.g. AUTO_MIGRATE=false on an old schema: retried later
+            log.warning("loading declared flows failed", error=repr(exc))
 
         async def drain_executor() -> None:
             state.draining.set()
@@ -54,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         drain = Drain(drain_executor, settings.drain_grace)
         await executor.start()
+        state.spawn(declared.poll(settings.sweep_interval))
         # Everything built at start lives as long as the process: keep the collector from
         # walking it again on every collection.
         gc.freeze()
@@ -77,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(health.router)
     app.include_router(flows.router)
+    app.include_router(catalog.router)
     app.include_router(runs.router)
     app.include_router(control.router)
     app.include_router(events.router)

@@ -263,6 +263,18 @@ class FlowPage(BaseModel):
     next_cursor: str | None = None
 
 
+class NodeType(BaseModel):
+    name: str
+    description: str
+    params: dict[str, Any] = Field(description="The params' JSON Schema")
+    actions: list[str] = Field(description="The actions it returns (edges pick them)")
+
+
+class NodePage(BaseModel):
+    items: list[NodeType]
+    next_cursor: str | None = None
+
+
 class FieldError(BaseModel):
     loc: list[str | int] = Field(description="Where: the location, then the field path")
     path: str = Field(description="``loc`` joined with dots, e.g. ``body.input.name``")

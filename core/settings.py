@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     redis_finished_ttl: float = Field(default=300.0, gt=0)  # finished runs' keys
     ready_min_workers: int = Field(default=0, ge=0)  # /readyz fails below this many live workers
 
+    # The node catalog (nodes/catalog.py): the http_request node refuses private, loopback
+    # and link-local addresses unless this is set; the llm_chat node's OpenAI-compatible API.
+    http_allow_private: bool = False
+    llm_base_url: str | None = None  # e.g. https://api.openai.com/v1
+    llm_api_key: SecretStr | None = None
+
     @field_validator("database_url")
     @classmethod
     def _normalize(cls, value: str) -> str:

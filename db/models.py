@@ -264,3 +264,21 @@ Index(
     sqlite_where=text("wake_at IS NOT NULL"),
 )
 Index("ix_runs_parent_run_id", runs.c.parent_run_id)
+
+
+# --- declarative flows (migration 0011) ---------------------------------------------------
+
+
+class DeclaredFlow(Base):
+    """A flow made of catalog nodes, posted to ``POST /v1/flows``: every process loads it."""
+
+    __tablename__ = "declared_flows"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[str] = mapped_column(String(100), primary_key=True)
+    document: Mapped[Any] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    created_by: Mapped[str] = mapped_column(String(200))
+
+
+declared_flows = DeclaredFlow.__table__

@@ -191,10 +191,16 @@ def load_flows(modules: list[str] | None = None) -> Registry:
     """Import the built-in flows and the engineer's modules; each registers itself.
 
     An engineer's module is a name resolved from the working directory first, or a .py
-    file; its files never shadow pocketrun's packages nor the reverse (flows.project)."""
+    file; its files never shadow pocketrun's packages nor the reverse (flows.project). A
+    .json, .yaml or .yml entry is a declarative flow (flows.documents)."""
     own.load()  # pocketrun's nodes, not a nodes.py first on sys.path (flows/own.py)
     for module in BUILTIN_MODULES:
         importlib.import_module(module)
     for module in modules or []:
-        import_flow_module(module, REGISTRY)
+        if module.lower().endswith((".json", ".yaml", ".yml")):
+            from flows.documents import load_file
+
+            load_file(module)
+        else:
+            import_flow_module(module, REGISTRY)
     return REGISTRY

@@ -42,7 +42,12 @@ OPERATIONS: dict[tuple[str, str], tuple[str, set[str]]] = {
     ("post", "/v1/runs/{run_id}/unpause"): ("unpauseRun", SECURED | {"200", "403", "404", "409"}),
     ("get", "/v1/runs/{run_id}/events"): ("streamRunEvents", SECURED | {"200", "404", "422"}),
     ("get", "/v1/flows"): ("listFlows", SECURED | {"200"}),
-    ("get", "/v1/flows/{flow}"): ("getFlow", SECURED | {"200", "404"}),
+    ("get", "/v1/flows/{flow}"): ("getFlow", SECURED | {"200", "404", "422"}),
+    ("post", "/v1/flows"): (
+        "registerFlow",
+        SECURED | {"200", "201", "403", "409", "415", "422"},
+    ),
+    ("get", "/v1/nodes"): ("listNodeTypes", SECURED | {"200"}),
     ("post", "/v1/keys"): ("createKey", SECURED | {"201", "400", "403", "415", "422"}),
     ("get", "/v1/keys"): ("listKeys", SECURED | {"200", "403", "422"}),
     ("delete", "/v1/keys/{key_id}"): ("revokeKey", SECURED | {"200", "403", "404", "422"}),

@@ -13,12 +13,19 @@ from tests.support import BIN, TEST_ADMIN_KEY
 # The allowances: a request valid by the OpenAPI schema may still be 422 on createRun,
 # because what ``input`` must hold is each flow's own schema (one operation serves every
 # flow), and on it and each flow's own typed copy of it an Idempotency-Key reused with
-# another body is refused (DESIGN.md section 4);
-# on getRunState, because a ``seq`` past the run's last step depends on the run; and on
-# the control calls, because what a resume's payload must match is the waiting run's own
-# schema, a replay's ``from_seq`` must be one of the run's steps, and a payload or patch
-# holding text no database can keep (NUL) is refused as any stored JSON is.
+# another body is refused (DESIGN.md section 4); on getRunState, because a ``seq`` past
+# the run's last step depends on the run; on the control calls, because what a resume's
+# payload must match is the waiting run's own schema, a replay's ``from_seq`` must be one
+# of the run's steps, and a payload or patch holding text no database can keep (NUL) is
+# refused as any stored JSON is; and on registerFlow, because a document valid by its
+# schema may still name an unknown node type or node, or an existing version.
 CONFIG = """
+[[operations]]
+include-operation-id = "registerFlow"
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "3xx", "401", "403", "409", "422", "429",
+]
+
 [[operations]]
 include-operation-id = "createRun"
 checks.positive_data_acceptance.expected-statuses = [

@@ -28,6 +28,8 @@ CALLERS = ["consumer", "operator", "engineer", "admin", "none", "revoked", "expi
 TABLE: dict[tuple[str, str], tuple[Permission, dict[str, Any]]] = {
     ("GET", "/v1/flows"): (Permission.flow_read, {}),
     ("GET", "/v1/flows/{flow}"): (Permission.flow_read, {}),
+    ("POST", "/v1/flows"): (Permission.flow_register, {"consumer": DENIED, "operator": DENIED}),
+    ("GET", "/v1/nodes"): (Permission.flow_read, {}),
     ("POST", "/v1/flows/{flow}/runs"): (
         Permission.run_start,
         {"operator": DENIED, "engineer": DENIED},
@@ -105,6 +107,12 @@ def _request(client: httpx.Client, key: tuple[str, str], ids: dict[str, str]) ->
     body = None
     if key == ("POST", "/v1/flows/{flow}/runs"):
         body = {"input": {"name": "table"}}
+    elif key == ("POST", "/v1/flows"):  # the engineer registers it, the admin gets a 200
+        body = {
+            "name": "table-decl",
+            "start": "a",
+            "nodes": {"a": {"type": "template", "params": {"set": {"x": 1}}}},
+        }
     elif key == ("POST", "/v1/keys"):
         body = {"name": "made-by-table", "role": "consumer"}
     elif key == ("POST", "/v1/runs/{run_id}/resume"):

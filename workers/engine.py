@@ -39,6 +39,7 @@ from db.store import Claimed, LeaseLost, RunStore, StepRecord
 from flows.compiler import first_leaf
 from flows.registry import FlowSpec, Registry
 from workers.cursor import Cursor
+from workers.declared import DeclaredFlows
 from workers.history import History, encoded
 from workers.live import EventSink, LiveStep, step_finished_event
 from workers.runner import Limits, StepError, StepResult, StepRunner
@@ -117,6 +118,7 @@ class RunEngine:
         # store, done) after each commit, ended(run_id) when the run ends.
         self.store_sync = store_sync
         self.registry = registry
+        self.declared = DeclaredFlows(store, registry)
         self.settings = settings
         self.worker = worker_name or settings.worker_name or default_worker_name()
         self.owner = f"{self.worker}/{uuid.uuid4().hex[:8]}"
@@ -159,6 +161,8 @@ class RunEngine:
         run_id = claimed.id
         seq = claimed.seq
         spec = self.registry.find(claimed.flow, claimed.flow_version)
+        if spec is None:  # posted to POST /v1/flows since this process loaded its flows?
+            spec = await self.declared.find(claimed.flow, claimed.flow_version)
         if spec is None or spec.graph_hash != claimed.graph_hash:
             return await self._end(
                 claimed,

@@ -35,12 +35,13 @@ async def list_flows(request: Request, _: CatalogReader) -> Response:
     "/{flow}",
     operation_id="getFlow",
     response_model=FlowDetail,
-    responses=errors(404),
+    responses=errors(404, 422),
     summary="One flow with its node graph",
 )
 async def get_flow(
     flow: str, request: Request, principal: CatalogReader, version: str | None = None
 ) -> Response:
+    await request.app.state.declared_flows.knows(flow)  # posted since this process started?
     spec = app_state(request).registry.get(flow, version)
     internals = allowed(principal, Permission.flow_internals)
     return json_response(FlowDetail, flow_data(spec, detail=True, internals=internals))

@@ -158,6 +158,7 @@ async def create_run(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> Response:
     state = app_state(request)
+    await request.app.state.declared_flows.knows(flow)  # posted since this process started?
     spec, new = plan_run(state, flow, body, principal)
     state.admission.check_priority(principal, body.priority)
     await state.admission.admit(principal.tenant)
