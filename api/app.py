@@ -22,7 +22,7 @@ from core.settings import Settings, get_settings
 from core.tracing import configure_tracing
 from db.migrate import upgrade
 from db.store import open_store
-from flows.registry import load_flows
+from flows.registry import load_flows, loaded_flows
 from workers.declared import DeclaredFlows
 from workers.factory import make_executor
 
@@ -40,9 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = open_store(settings.database_url)
         if settings.auto_migrate:
             await upgrade(store)
-        await store.sync_flows(
-            [(s.name, s.version, s.graph_hash, s.description) for s in registry.all()]
-        )
+        await store.sync_flows(loaded_flows(registry))
         executor = make_executor(settings, store, registry)
         state = AppState(settings, store, registry, executor, Admission(store, settings))
         app.state.pocketrun = state

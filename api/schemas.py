@@ -69,6 +69,12 @@ class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     input: dict[str, Any] = Field(default_factory=dict, description="The flow's input")
+    version: str | None = Field(
+        default=None,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+        description="The flow version to run; default: the highest loaded",
+    )
     mode: Literal["auto", "inline", "background"] = "auto"
     priority: int = Field(default=0, ge=0, le=9, strict=True, description="0-9, higher runs first")
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -189,6 +195,14 @@ class RunReplay(BaseModel):
     )
 
 
+class RunMigrate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(
+        min_length=1, max_length=100, description="The loaded flow version to move the run to"
+    )
+
+
 class DeltaOut(BaseModel):
     set: dict[str, Any] = Field(description="Keys the step set, with their new values")
     deleted: list[str] = Field(description="Keys the step deleted")
@@ -251,11 +265,18 @@ class FlowSummary(BaseModel):
     input_schema: dict[str, Any]
 
 
+class FlowVersion(BaseModel):
+    version: str
+    graph_hash: str
+    description: str
+
+
 class FlowDetail(FlowSummary):
     graph: dict[str, Any] | None = Field(
         description="Nodes and edges; null without the flows:internals permission"
     )
     mermaid: str | None = Field(description="null without the flows:internals permission")
+    versions: list[FlowVersion] = Field(description="Every loaded version, oldest first")
 
 
 class FlowPage(BaseModel):

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     tenant_max_unfinished: int = Field(default=1000, ge=1)
     priority_ceiling: int = Field(default=4, ge=0, le=9)
     max_deliveries: int = Field(default=20, ge=1)
+    # A run whose (flow, version, graph hash) no live process has loaded for this many
+    # seconds fails ``flow_changed``; until then processes that lack it leave it queued.
+    flow_missing_grace: float = Field(default=600.0, ge=0)
     # Bounded history (issue 8): a run's step rows may keep this many bytes of deltas and
     # cursors; past it the run fails ``history_too_large``.
     max_history_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)

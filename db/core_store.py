@@ -15,7 +15,18 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, literal, literal_column, or_, select, update
+from sqlalchemy import (
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement, Select
@@ -425,6 +436,8 @@ class CoreStore(RunStore):
             runs.c.error,
             runs.c.retries,
             runs.c.graph_hash,
+            runs.c.flow,
+            runs.c.flow_version,
         ).where(runs.c.id == run_id)
         async with self.sa.read() as conn:
             row = (await conn.execute(query)).mappings().first()
@@ -513,6 +526,23 @@ class CoreStore(RunStore):
                 update(runs)
                 .where(runs.c.id == run_id, runs.c.lease_owner == owner)
                 .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    async def leave(self, run_id: uuid.UUID, owner: str) -> None:
+        # Queued again, unleased, its claim not counted as a delivery, and stamped as just
+        # dispatched: the sweeper offers it again after REDISPATCH_AFTER, not at once.
+        async with self.sa.write() as conn:
+            await conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.lease_owner == owner)
+                .values(
+                    status="queued",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    deliveries=case((runs.c.deliveries > 0, runs.c.deliveries - 1), else_=0),
+                    dispatched_at=self._now(),
+                    version=runs.c.version + 1,
+                )
             )
 
     async def renew(self, owner: str, ttl: float, run_ids: Collection[uuid.UUID]) -> int:
@@ -817,12 +847,22 @@ class CoreStore(RunStore):
                 "graph_hash": h,
                 "description": d,
                 "registered_at": self._now(),
+                "last_seen_at": self._now(),
             }
             for n, v, h, d in specs
         ]
-        stmt = self._upsert(flows, rows, ["name", "version"], ["graph_hash", "description"])
+        keys = ["name", "version", "graph_hash"]
+        stmt = self._upsert(flows, rows, keys, ["description", "last_seen_at"])
         async with self.sa.write() as conn:
             await conn.execute(stmt)
+
+    async def flow_last_seen(self, name: str, version: str, graph_hash: str) -> datetime | None:
+        query = select(flows.c.last_seen_at).where(
+            flows.c.name == name, flows.c.version == version, flows.c.graph_hash == graph_hash
+        )
+        async with self.sa.read() as conn:
+            value = (await conn.execute(query)).scalar_one_or_none()
+        return None if value is None else _aware(value)
 
     async def now(self) -> datetime:
         async with self.sa.read() as conn:

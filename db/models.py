@@ -34,13 +34,17 @@ class Base(DeclarativeBase):
 
 
 class FlowRecord(Base):
+    """A (flow, version, graph) some process has loaded, and when one last had it loaded
+    (``last_seen_at``, the database's clock; refreshed by each process's supervisor)."""
+
     __tablename__ = "flows"
 
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     version: Mapped[str] = mapped_column(String(100), primary_key=True)
-    graph_hash: Mapped[str] = mapped_column(String(64))
+    graph_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     description: Mapped[str] = mapped_column(String, default="")
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Run(Base):

@@ -285,6 +285,11 @@ class RunStore(ABC):
     async def release(self, run_id: uuid.UUID, owner: str) -> None: ...
 
     @abstractmethod
+    async def leave(self, run_id: uuid.UUID, owner: str) -> None:
+        """Hand a claimed run back untouched (this process lacks its flow version): queued
+        again, unleased, the claim not counted as a delivery, offered again only later."""
+
+    @abstractmethod
     async def renew(self, owner: str, ttl: float, run_ids: Collection[uuid.UUID]) -> int:
         """Extend the leases of the runs this holder is advancing right now."""
 
@@ -374,7 +379,12 @@ class RunStore(ABC):
 
     @abstractmethod
     async def sync_flows(self, specs: list[tuple[str, str, str, str]]) -> None:
-        """Record (name, version, graph hash, description) of every loaded flow."""
+        """Record (name, version, graph hash, description) of every loaded flow, seen now
+        (the database's clock): each process calls it at start and then periodically."""
+
+    @abstractmethod
+    async def flow_last_seen(self, name: str, version: str, graph_hash: str) -> datetime | None:
+        """When some process last recorded this flow version as loaded; None: never."""
 
     @abstractmethod
     async def serialize(self, conn: AsyncConnection, name: str) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,8 +82,31 @@ class FlowSpec:
         return flow, graph
 
 
-def _version_key(version: str) -> tuple:
+def version_key(version: str) -> tuple:
+    """Orders versions as people read them: ``2 < 10``, ``1.2 < 1.10``."""
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-]", version))
+
+
+BUILTIN_PREFIX = "flows.examples"
+
+
+def factory_place(build: Callable[[], Flow]) -> str:
+    """Where a factory is defined, as ``file:line`` (relative to the working directory)."""
+    target = inspect.unwrap(build)
+    code = getattr(target, "__code__", None)
+    if code is None:
+        return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)!r}"
+    path = code.co_filename
+    try:
+        rel = os.path.relpath(path)
+        path = path if rel.startswith("..") else rel
+    except ValueError:  # another drive
+        pass
+    return f"{path}:{code.co_firstlineno}"
+
+
+def is_builtin(spec: FlowSpec) -> bool:
+    return getattr(spec.build, "__module__", "").startswith(BUILTIN_PREFIX)
 
 
 class Registry:
@@ -89,6 +114,24 @@ class Registry:
         self._flows: dict[str, dict[str, FlowSpec]] = {}
 
     def add(self, spec: FlowSpec) -> FlowSpec:
+        """Add a version; the same graph again (a module imported twice) keeps the first,
+        a different graph under a taken (name, version), or a built-in's name, is refused."""
+        versions = self._flows.get(spec.name, {})
+        builtin = next((s for s in versions.values() if is_builtin(s)), None)
+        if builtin is not None and not is_builtin(spec):
+            raise FlowDefinitionError(
+                f"flow name '{spec.name}' at {factory_place(spec.build)} is taken by a built-in "
+                f"example ({factory_place(builtin.build)}); give your flow another name"
+            )
+        known = versions.get(spec.version)
+        if known is not None:
+            here, there = factory_place(known.build), factory_place(spec.build)
+            if known.graph_hash == spec.graph_hash or here == there:
+                return known
+            raise FlowDefinitionError(
+                f"flow '{spec.name}' version {spec.version} is registered twice with different "
+                f"graphs: at {here} and at {there}; give one of them another version"
+            )
         self._flows.setdefault(spec.name, {})[spec.version] = spec
         return spec
 
@@ -97,26 +140,39 @@ class Registry:
         if not versions:
             raise NotFound(f"flow '{name}' is not registered")
         if version is None:
-            return versions[max(versions, key=_version_key)]
+            return versions[max(versions, key=version_key)]
         try:
             return versions[version]
         except KeyError:
-            raise NotFound(f"flow '{name}' has no version '{version}'") from None
+            loaded = ", ".join(s.version for s in self.versions(name))
+            raise NotFound(
+                f"flow '{name}' has no version '{version}' loaded here (loaded: {loaded})"
+            ) from None
 
     def find(self, name: str, version: str) -> FlowSpec | None:
         return self._flows.get(name, {}).get(version)
+
+    def versions(self, name: str) -> list[FlowSpec]:
+        """Every loaded version of ``name``, oldest first."""
+        found = self._flows.get(name, {})
+        return [found[v] for v in sorted(found, key=version_key)]
 
     def latest(self) -> list[FlowSpec]:
         return [self.get(name) for name in sorted(self._flows)]
 
     def all(self) -> list[FlowSpec]:
-        return [spec for name in sorted(self._flows) for spec in self._flows[name].values()]
+        return [spec for name in sorted(self._flows) for spec in self.versions(name)]
 
     def __contains__(self, name: str) -> bool:
         return name in self._flows
 
 
 REGISTRY = Registry()
+
+
+def loaded_flows(registry: Registry) -> list[tuple[str, str, str, str]]:
+    """(name, version, graph hash, description) of every flow version, as the store keeps them."""
+    return [(s.name, s.version, s.graph_hash, s.description) for s in registry.all()]
 
 
 def register(

@@ -40,6 +40,10 @@ OPERATIONS: dict[tuple[str, str], tuple[str, set[str]]] = {
     ),
     ("post", "/v1/runs/{run_id}/pause"): ("pauseRun", SECURED | {"200", "403", "404", "409"}),
     ("post", "/v1/runs/{run_id}/unpause"): ("unpauseRun", SECURED | {"200", "403", "404", "409"}),
+    ("post", "/v1/runs/{run_id}/migrate"): (
+        "migrateRun",
+        SECURED | {"200", "403", "404", "409", "422"},
+    ),
     ("get", "/v1/runs/{run_id}/events"): ("streamRunEvents", SECURED | {"200", "404", "422"}),
     ("get", "/v1/flows"): ("listFlows", SECURED | {"200"}),
     ("get", "/v1/flows/{flow}"): ("getFlow", SECURED | {"200", "404", "422"}),

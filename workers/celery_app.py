@@ -38,7 +38,7 @@ from core.settings import Settings, get_settings
 from core.tracing import configure_tracing, flush
 from db.store import CLAIMABLE, RunStore, StepRecord, open_store
 from db.types import utcnow
-from flows.registry import load_flows
+from flows.registry import load_flows, loaded_flows
 from workers.dispatch import PRIORITY_SEP, PRIORITY_STEPS, TASK_NAME, Dispatcher, redis_client
 from workers.distributed import Advancer
 from workers.engine import RunEngine, default_worker_name
@@ -311,6 +311,7 @@ class Heartbeat(threading.Thread):
             active=lambda: list(proc.engine.active),
             registration=Registration(proc.worker_id, proc.name, proc.queues),
             sweep=sweep,
+            flows=loaded_flows(proc.registry),
         )
         proc.advancer.supervisor = supervisor
         supervisor.start()

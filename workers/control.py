@@ -1,4 +1,5 @@
-"""Operator and human control of a run once it started: resume, retry, replay, pause.
+"""Operator and human control of a run once it started: resume, retry, replay, pause,
+migrate to another version.
 
 Each operation checks the run's checkpoint, then changes it with one conditional update
 (``RunStore.transition``) fenced by the run's version, so two callers racing on one run
@@ -18,11 +19,15 @@ from core.errors import Conflict, InvalidInput, NotFound
 from core.human_input import answer_errors
 from core.jsonutil import roundtrip
 from db.store import RETRYABLE, TERMINAL, NewRun, RunStore
+from flows.migration import migration_problem
+from flows.registry import FlowSpec, Registry
 from workers.cursor import Cursor
 from workers.state_history import state_after
 from workers.store import merge_deltas
 
 Row = Mapping[str, Any]
+# Runs that hold no lease and run no step: they may move to another version.
+MIGRATABLE = ("queued", "waiting", "paused", "sleeping", "failed")
 
 
 class RunControl:
@@ -169,4 +174,35 @@ class RunControl:
             raise NotFound(f"run '{run_id}' not found")
         if row["status"] not in ("queued", "running"):
             raise Conflict(f"run '{run_id}' is {row['status']}, not paused")
+        return row
+
+    async def migrate(self, run_id: uuid.UUID, registry: Registry, target: FlowSpec) -> Row:
+        """Move a run that holds nothing to another loaded version of its flow when its
+        node, the flows around it and the edges out of them exist there (409 otherwise)."""
+        cp = await self._checkpoint(run_id)
+        if cp["status"] not in MIGRATABLE:
+            raise Conflict(
+                f"run '{run_id}' is {cp['status']}; only queued, waiting, paused, sleeping or "
+                "failed runs move to another version (pause a running one first)"
+            )
+        if (cp["flow_version"], cp["graph_hash"]) == (target.version, target.graph_hash):
+            row = await self.store.get(run_id)
+            assert row is not None
+            return row
+        source = registry.find(cp["flow"], cp["flow_version"])
+        if source is None or source.graph_hash != cp["graph_hash"]:
+            raise Conflict(
+                f"run '{run_id}' is on flow '{cp['flow']}' version {cp['flow_version']} "
+                f"(graph {cp['graph_hash']}), which is not loaded here: its graph can't be "
+                "compared with the target's"
+            )
+        cursor = Cursor.from_json(cp["cursor"])
+        frames = [frame.flow for frame in cursor.frames]
+        problem = migration_problem(source.graph, target.graph, frames, cursor.next)
+        if problem is not None:
+            raise Conflict(f"run '{run_id}' can't move to version {target.version}: {problem}")
+        values = {"flow_version": target.version, "graph_hash": target.graph_hash}
+        row = await self.store.transition(run_id, MIGRATABLE, values, version=cp["version"])
+        if row is None:
+            raise Conflict(f"run '{run_id}' changed meanwhile; read it and try again")
         return row

@@ -3,8 +3,11 @@
 Read the run's head (cheap, no write: a duplicate delivery of a finished or live-leased run
 stops here), take a slot of the flow's concurrency limit if it has one (or requeue the run
 a little later), advance it for one time slice, release the slot on every path, and requeue
-the run when it paused. The database decides everything; a lost message or a crash only
-delays the run until the sweeper (``workers.celery_app``) sends it again.
+the run when it paused. A run whose flow version this process lacks is left queued
+(``Outcome.left``): the sweeper sends it again after ``REDISPATCH_AFTER``, to whichever
+worker takes it, and it fails ``flow_changed`` only past ``FLOW_MISSING_GRACE``.
+The database decides everything; a lost message or a crash only delays the run until the
+sweeper (``workers.celery_app``) sends it again.
 """
 
 from __future__ import annotations

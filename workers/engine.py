@@ -57,6 +57,7 @@ class Outcome(StrEnum):
     stopped = "stopped"  # waiting, sleeping or paused: holds nothing until brought back
     lost = "lost"  # another holder took over
     skipped = "skipped"  # not claimable: finished, or leased by someone live
+    left = "left"  # its flow version is not loaded here: queued again for a process that has it
 
 
 def default_worker_name() -> str:
@@ -160,22 +161,6 @@ class RunEngine:
     async def _advance(self, claimed: Claimed, now: DatabaseClock, budget: float | None) -> Outcome:
         run_id = claimed.id
         seq = claimed.seq
-        spec = self.registry.find(claimed.flow, claimed.flow_version)
-        if spec is None:  # posted to POST /v1/flows since this process loaded its flows?
-            spec = await self.declared.find(claimed.flow, claimed.flow_version)
-        if spec is None or spec.graph_hash != claimed.graph_hash:
-            return await self._end(
-                claimed,
-                now,
-                seq,
-                "failed",
-                {
-                    "type": "flow_changed",
-                    "message": f"flow '{claimed.flow}' version {claimed.flow_version} with graph "
-                    f"{claimed.graph_hash} is not loaded here",
-                    "node": None,
-                },
-            )
         if claimed.deliveries > self.settings.max_deliveries:
             return await self._end(
                 claimed,
@@ -193,6 +178,11 @@ class RunEngine:
             return await self._end(claimed, now, seq, "cancelled", _cancelled())
         if claimed.pause_requested:
             return await self._stop(claimed, seq, "paused", {"pause_requested": False})
+        spec = self.registry.find(claimed.flow, claimed.flow_version)
+        if spec is None:  # posted to POST /v1/flows since this process loaded its flows?
+            spec = await self.declared.find(claimed.flow, claimed.flow_version)
+        if spec is None or spec.graph_hash != claimed.graph_hash:
+            return await self._not_loaded(claimed, now, seq)
         try:
             _, graph = spec.instantiate()
         except FlowDefinitionError as exc:
@@ -345,6 +335,28 @@ class RunEngine:
                 return await self._end(claimed, now, seq, "cancelled", _cancelled(cursor.next))
             if asked == "pause":
                 return await self._stop(claimed, seq, "paused", {"pause_requested": False})
+
+    async def _not_loaded(self, claimed: Claimed, now: DatabaseClock, seq: int) -> Outcome:
+        """The run's version is not loaded here: leave it to a process that has it, unless
+        none has had it for FLOW_MISSING_GRACE seconds (the database's clock)."""
+        grace = self.settings.flow_missing_grace
+        seen = await self.store.flow_last_seen(
+            claimed.flow, claimed.flow_version, claimed.graph_hash
+        )
+        what = f"flow '{claimed.flow}' version {claimed.flow_version} (graph {claimed.graph_hash})"
+        if seen is not None and (now() - seen).total_seconds() < grace:
+            await self.store.leave(claimed.id, self.owner)
+            log.info("flow version not loaded here; run left queued", version=claimed.flow_version)
+            return Outcome.left
+        if seen is None:
+            message = f"{what} is not loaded by any process, nor was it ever recorded"
+        else:
+            message = (
+                f"{what} is not loaded by any live process: one last had it at "
+                f"{seen.isoformat()}, over FLOW_MISSING_GRACE ({grace:g}s) ago"
+            )
+        error = {"type": "flow_changed", "message": message, "node": None}
+        return await self._end(claimed, now, seq, "failed", error)
 
     async def _wait(
         self,

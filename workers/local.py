@@ -7,7 +7,8 @@ the caller's wait counts down meanwhile, and the run carries on in the backgroun
 process's
 ``Supervisor`` renews the leases of the runs in flight here and, holding the sweeper lock,
 queues every unfinished run that no live lease holds, so a restarted server carries on the
-runs its predecessor had in flight.
+runs its predecessor had in flight. A run whose flow version is not loaded here is left
+queued (``Outcome.left``) and offered again by a sweep ``REDISPATCH_AFTER`` seconds later.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from core.changes import ChangeFeed
 from core.metrics import IN_FLIGHT, QUEUE_DEPTH
 from core.settings import Settings
 from db.store import RunStore
-from flows.registry import Registry
+from flows.registry import Registry, loaded_flows
 from workers.engine import Outcome, RunEngine
 from workers.event_hub import EventHub
 from workers.fair_queue import FairQueue
@@ -66,6 +67,7 @@ class LocalExecutor:
             owner=self.engine.owner,
             active=lambda: self.engine.active,
             sweep=self._sweep if sweep else None,
+            flows=loaded_flows(registry),
         )
         self._queue = FairQueue(settings.slots_per_tenant)
         self._known: set[uuid.UUID] = set()  # queued here or in flight here

@@ -4,6 +4,10 @@ Both executors and the Celery worker processes use it; it is the only thing that
 what a process holds, and only for the runs it is advancing right now. Every duty is timed
 by the database's clock (the store's SQL), never this process's own.
 
+A process that runs flows says which it has loaded (``RunStore.sync_flows``): at start and
+then every third of ``FLOW_MISSING_GRACE`` (at most a minute), so that a run whose version
+only a process gone for longer had loaded can fail ``flow_changed`` (``workers.engine``).
+
 A process that sweeps also runs retention (``workers.retention``) when ``RETENTION_DAYS``
 is set: every ``RETENTION_INTERVAL`` seconds, as a task of its own so that a long pass never
 delays a renewal, under a named lock so that one process at a time deletes.
@@ -36,6 +40,7 @@ log = structlog.get_logger("pocketrun.supervisor")
 
 SWEEPER_LOCK = "sweeper"
 PRUNE_EVERY = 600.0
+FLOWS_SEEN_EVERY = 60.0  # at most; a third of FLOW_MISSING_GRACE when that is shorter
 
 
 @dataclass(slots=True)
@@ -63,6 +68,7 @@ class Supervisor:
         active: Callable[[], Collection[uuid.UUID]],
         registration: Registration | None = None,
         sweep: Callable[[bool], Awaitable[None]] | None = None,
+        flows: list[tuple[str, str, str, str]] | None = None,
         on_failure: Callable[[BaseException | str], None] = stop_this_process,
     ) -> None:
         self.store = store
@@ -71,6 +77,8 @@ class Supervisor:
         self.active = active
         self.registration = registration
         self.sweep = sweep
+        self.flows = flows  # (name, version, graph hash, description) this process runs
+        self.flows_every = max(min(FLOWS_SEEN_EVERY, settings.flow_missing_grace / 3), 0.1)
         self.on_failure = on_failure
         self.interval = min(settings.lease_ttl / 3, settings.sweep_interval)
         if registration is not None:
@@ -81,6 +89,7 @@ class Supervisor:
         self._next_sweep = 0.0
         self._next_prune = 0.0
         self._next_retention = 0.0
+        self._next_flows = 0.0
         self._retention: asyncio.Task | None = None
         self._swept_once = False
         self._task: asyncio.Task | None = None
@@ -113,6 +122,9 @@ class Supervisor:
         if self.pending_releases:
             await self._duty("release_slots", self._release_pending())
         now = time.monotonic()
+        if self.flows and now >= self._next_flows:
+            self._next_flows = now + self.flows_every
+            await self._duty("flows_seen", self.store.sync_flows(self.flows))
         if self.sweep is not None and now >= self._next_sweep:
             self._next_sweep = now + self.settings.sweep_interval
             await self._duty("sweep", self._sweep())

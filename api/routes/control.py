@@ -1,4 +1,5 @@
-"""Control of a started run: resume a waiting one, retry, replay, pause and unpause.
+"""Control of a started run: resume a waiting one, retry, replay, pause and unpause, move
+it to another version of its flow.
 
 The checks and the state changes live in ``workers.control``; these routes decide who may
 (``api.authz``), hand the run to the executor once it is queued again, and answer with the
@@ -17,9 +18,9 @@ from api.deps import app_state
 from api.openapi import ETAG, LOCATION, errors
 from api.routes.runs import run_response, sees_internals, visible_run
 from api.routing import LeanRoute
-from api.schemas import RunOut, RunReplay, RunResume, RunRetry
+from api.schemas import RunMigrate, RunOut, RunReplay, RunResume, RunRetry
 from api.state import AppState
-from core.errors import Conflict
+from core.errors import Conflict, InvalidInput
 from core.principal import Principal
 from workers.control import RunControl
 
@@ -155,5 +156,40 @@ async def unpause_run(
     _audited_as(request, "run.unpause")
     row = await visible_run(state, principal, run_id)
     row = await _control(state).unpause(row["id"], dispatched=True)
+    await _queued_again(state, row)
+    return run_response(row, debug=sees_internals(principal))
+
+
+@router.post(
+    "/v1/runs/{run_id}/migrate",
+    operation_id="migrateRun",
+    response_model=RunOut,
+    responses={200: {"headers": ETAG}, **errors(404, 409, 422)},
+    summary="Move a run that holds nothing to another loaded version of its flow",
+)
+async def migrate_run(
+    run_id: str,
+    body: RunMigrate,
+    request: Request,
+    principal: Annotated[Principal, Requires(Permission.run_control)],
+) -> Response:
+    state = app_state(request)
+    _audited_as(request, "run.migrate")
+    row = await visible_run(state, principal, run_id)
+    target = state.registry.find(row["flow"], body.version)
+    if target is None:
+        loaded = ", ".join(s.version for s in state.registry.versions(row["flow"])) or "none"
+        raise InvalidInput(
+            f"flow '{row['flow']}' has no version '{body.version}' loaded here",
+            errors=[
+                {
+                    "loc": ["body", "version"],
+                    "path": "body.version",
+                    "msg": f"not a loaded version of '{row['flow']}' (loaded: {loaded})",
+                    "type": "unknown_version",
+                }
+            ],
+        )
+    row = await _control(state).migrate(row["id"], state.registry, target)
     await _queued_again(state, row)
     return run_response(row, debug=sees_internals(principal))

@@ -24,10 +24,10 @@ router = APIRouter(prefix="/v1/flows", tags=["flows"], route_class=LeanRoute)
     "",
     operation_id="listFlows",
     response_model=FlowPage,
-    summary="List the registered flows",
+    summary="List the registered flows, each loaded version",
 )
 async def list_flows(request: Request, _: CatalogReader) -> Response:
-    items = [flow_data(spec) for spec in app_state(request).registry.latest()]
+    items = [flow_data(spec) for spec in app_state(request).registry.all()]
     return json_response(FlowPage, page(items))
 
 
@@ -36,12 +36,18 @@ async def list_flows(request: Request, _: CatalogReader) -> Response:
     operation_id="getFlow",
     response_model=FlowDetail,
     responses=errors(404, 422),
-    summary="One flow with its node graph",
+    summary="One flow (the highest version, or ?version=) with its node graph and versions",
 )
 async def get_flow(
     flow: str, request: Request, principal: CatalogReader, version: str | None = None
 ) -> Response:
     await request.app.state.declared_flows.knows(flow)  # posted since this process started?
-    spec = app_state(request).registry.get(flow, version)
+    registry = app_state(request).registry
+    spec = registry.get(flow, version)
     internals = allowed(principal, Permission.flow_internals)
-    return json_response(FlowDetail, flow_data(spec, detail=True, internals=internals))
+    body = flow_data(spec, detail=True, internals=internals)
+    body["versions"] = [
+        {"version": s.version, "graph_hash": s.graph_hash, "description": s.description}
+        for s in registry.versions(flow)
+    ]
+    return json_response(FlowDetail, body)

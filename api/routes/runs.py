@@ -165,7 +165,11 @@ async def create_run(
     mode = new.mode
     idem = None
     if idempotency_key is not None:
-        digest = hashlib.sha256(canonical_json(body.model_dump(mode="json"))).hexdigest()
+        # no version asked: the body digests as it did before versions could be asked for
+        unasked = {"version"} if body.version is None else None
+        digest = hashlib.sha256(
+            canonical_json(body.model_dump(mode="json", exclude=unasked))
+        ).hexdigest()
         idem = Idempotency(idempotency_key, digest, state.settings.idempotency_ttl)
     wait = min(wait, state.settings.wait_cap)
     # A background run answered at once is a 202 with its Location: its audit entry is known
@@ -214,9 +218,9 @@ async def create_run(
 def plan_run(
     state: AppState, flow: str, body: RunCreate, principal: Principal
 ) -> tuple[FlowSpec, NewRun]:
-    """The run ``body`` asks for: 404 for an unknown flow, 422 for values the store can't
+    """The run ``body`` asks for: 404 for an unknown flow or version, 422 for values the store can't
     keep or an input the flow's schema refuses."""
-    spec = state.registry.get(flow)
+    spec = state.registry.get(flow, body.version)
     unstorable = json_problems(body.input, ("body", "input")) + json_problems(
         body.metadata, ("body", "metadata")
     )

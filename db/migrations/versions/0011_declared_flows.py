@@ -1,7 +1,7 @@
 """Declarative flows posted to ``POST /v1/flows``, which every process loads.
 
 Revision ID: 0011
-Revises: 0009 (until 0010 lands: then 0010)
+Revises: 0010
 Create Date: 2026-12-10
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 from db.types import JSONType, UTCDateTime
 
 revision = "0011"
-down_revision = "0009"  # TODO(lead): "0010" once that migration is merged
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
