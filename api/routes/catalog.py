@@ -11,9 +11,10 @@ from api.authz import Permission, Requires
 from api.deps import app_state
 from api.openapi import LOCATION, errors
 from api.problems import is_json_media
+from api.routes.flows import flow_detail
 from api.routing import LeanRoute
 from api.schemas import FlowDetail, NodePage
-from api.serialize import flow_data, json_response, page
+from api.serialize import json_response, page
 from core.errors import Conflict, FlowDefinitionError, PocketrunError
 from core.principal import Principal
 from db.declared_flows import DeclaredFlowRepository, same_document
@@ -131,7 +132,7 @@ async def register_flow(
         spec = await loader.find(doc.name, doc.version)
         if spec is None:  # stored, yet not loadable here (e.g. a sub-flow this lacks)
             raise Conflict(f"flow '{doc.name}' version {doc.version} can't be loaded here")
-        return json_response(FlowDetail, flow_data(spec, detail=True, internals=True))
+        return json_response(FlowDetail, flow_detail(state.registry, spec, internals=True))
     # Compile into a scratch registry first: a bad document is never stored.
     try:
         register_document(data, registry=Registry(), origin="POST /v1/flows")
@@ -148,7 +149,7 @@ async def register_flow(
     headers = {"Location": f"/v1/flows/{spec.name}?version={spec.version}"}
     return json_response(
         FlowDetail,
-        flow_data(spec, detail=True, internals=True),
+        flow_detail(state.registry, spec, internals=True),
         status=201 if created else 200,
         headers=headers,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -14,6 +14,7 @@ from api.routing import LeanRoute
 from api.schemas import FlowDetail, FlowPage
 from api.serialize import flow_data, json_response, page
 from core.principal import Principal
+from flows.registry import FlowSpec, Registry
 
 CatalogReader = Annotated[Principal, Requires(Permission.flow_read)]
 
@@ -45,9 +46,14 @@ async def get_flow(
     registry = app_state(request).registry
     spec = registry.get(flow, version)
     internals = allowed(principal, Permission.flow_internals)
+    return json_response(FlowDetail, flow_detail(registry, spec, internals=internals))
+
+
+def flow_detail(registry: Registry, spec: FlowSpec, *, internals: bool) -> dict[str, Any]:
+    """One flow version with its graph, and every version of its name loaded here."""
     body = flow_data(spec, detail=True, internals=internals)
     body["versions"] = [
         {"version": s.version, "graph_hash": s.graph_hash, "description": s.description}
-        for s in registry.versions(flow)
+        for s in registry.versions(spec.name)
     ]
-    return json_response(FlowDetail, body)
+    return body
