@@ -33,6 +33,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(runs_app, name="runs")
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+new_app = typer.Typer(help="Start new code from a template.", no_args_is_help=True)
+app.add_typer(new_app, name="new")
 console = Console()
 err = Console(stderr=True)
 # A control verb's work on one run: (RunControl, the run, dispatched) -> the run after it.
@@ -59,6 +61,48 @@ def serve(
 
     settings = _settings()
     run_server(settings, host=host or settings.host, port=port or settings.port, workers=workers)
+
+
+@app.command()
+def dev(
+    host: Annotated[str | None, typer.Option(help="Bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="Port")] = None,
+) -> None:
+    """Serve for development: the example flows on, and a restart when a flow file changes
+    (the old process drains first: runs in flight go on in the new one)."""
+    import os
+
+    from api.serving import dev as run_dev
+    from api.serving import flow_dirs
+
+    os.environ.setdefault("POCKETRUN_EXAMPLES", "true")
+    get_settings.cache_clear()
+    settings = _settings()
+    watch = flow_dirs(settings.flow_modules)
+    err.print(f"watching {', '.join(str(d) for d in watch)}", highlight=False)
+    run_dev(settings, host=host or settings.host, port=port or settings.port, watch=watch)
+
+
+@new_app.command("flow")
+def new_flow(
+    name: Annotated[str, typer.Argument(help="Flow name, e.g. order-intake")],
+    dir: Annotated[Path, typer.Option("--dir", help="Where to write the files")] = Path("."),
+    force: Annotated[bool, typer.Option(help="Overwrite files that exist")] = False,
+) -> None:
+    """Write a flow module and its test (both pass `make test` as written), and print a
+    README snippet for them."""
+    from core.errors import FlowDefinitionError
+    from flows.scaffold import scaffold, write
+
+    try:
+        made = scaffold(name, dir)
+        written = write(made, force=force)
+    except (FlowDefinitionError, FileExistsError) as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(1) from None
+    for path in written:
+        err.print(f"wrote {path}", highlight=False)
+    print(made.snippet, end="")
 
 
 @app.command()
@@ -205,7 +249,7 @@ def flows(name: Annotated[str | None, typer.Argument(help="Show one flow")] = No
     """List the registered flows, or show one with its graph as Mermaid."""
     from flows.registry import load_flows
 
-    registry = load_flows(_settings().flow_modules)
+    registry = load_flows(_settings().flow_modules, examples=_settings().examples)
     if name is None:
         table = Table("name", "version", "mode", "queue", "description")
         for spec in registry.latest():
@@ -421,7 +465,9 @@ def runs_replay(
         from core.errors import Conflict
         from flows.registry import load_flows
 
-        spec = load_flows(_settings().flow_modules).find(parent["flow"], parent["flow_version"])
+        spec = load_flows(_settings().flow_modules, examples=_settings().examples).find(
+            parent["flow"], parent["flow_version"]
+        )
         if spec is None:
             raise Conflict(
                 f"flow '{parent['flow']}' version {parent['flow_version']} is not loaded here"
@@ -495,7 +541,7 @@ async def start_run(
     from workers.factory import make_executor
     from workers.local import LocalExecutor
 
-    registry = load_flows(settings.flow_modules)
+    registry = load_flows(settings.flow_modules, examples=settings.examples)
     try:
         spec = registry.get(flow)
         initial = spec.validate_input(data)
@@ -735,7 +781,7 @@ async def control_run(
             from flows.registry import load_flows
             from workers.factory import make_executor
 
-            registry = load_flows(settings.flow_modules)
+            registry = load_flows(settings.flow_modules, examples=settings.examples)
             await make_executor(settings, db, registry).submit(
                 row["id"], priority=row["priority"], queue=row["queue"], tenant=row["tenant"]
             )

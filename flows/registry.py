@@ -187,12 +187,13 @@ def flow(name: str, **options: Any) -> Callable[[Callable[[], Flow]], Callable[[
 BUILTIN_MODULES = ["flows.examples"]
 
 
-def load_flows(modules: list[str] | None = None) -> Registry:
-    """Import the built-in flows and the engineer's modules; each registers itself.
+def load_flows(modules: list[str] | None = None, *, examples: bool = True) -> Registry:
+    """Import the engineer's modules, and the built-in examples with ``examples``; each
+    registers itself.
 
     Modules resolve from the working directory too, as ``python -m`` would."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    for module in [*BUILTIN_MODULES, *(modules or [])]:
+    for module in [*(BUILTIN_MODULES if examples else []), *(modules or [])]:
         importlib.import_module(module)
     return REGISTRY

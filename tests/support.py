@@ -48,15 +48,23 @@ class Server:
     """A real ``pocketrun serve`` (uvicorn) in its own process."""
 
     def __init__(
-        self, database_url: str, *, env: dict[str, str] | None = None, log_path: Path | None = None
+        self,
+        database_url: str,
+        *,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+        command: str = "serve",
+        cwd: Path = ROOT,
     ) -> None:
         self.database_url = database_url
+        self.command, self.cwd = command, cwd
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
             "POCKETRUN_DATABASE_URL": database_url,
             "POCKETRUN_FLOWS": "tests.edge_flows",
+            "POCKETRUN_EXAMPLES": "true",
             "POCKETRUN_LOG_LEVEL": "WARNING",
             "POCKETRUN_PORT": str(self.port),
             "POCKETRUN_ADMIN_KEY": TEST_ADMIN_KEY,
@@ -69,8 +77,8 @@ class Server:
     def start(self, timeout: float = 60) -> Server:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [str(BIN / "pocketrun"), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT,
+            [str(BIN / "pocketrun"), self.command, "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=self.cwd,
             env=self.env,
             stdout=out,
             stderr=subprocess.STDOUT,
