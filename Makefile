@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/pocketrun serve
+	POCKETRUN_EXAMPLES=$${POCKETRUN_EXAMPLES:-true} $(BIN)/pocketrun serve
 
 worker: $(STAMP)
 	$(BIN)/pocketrun worker

@@ -35,6 +35,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(runs_app, name="runs")
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+new_app = typer.Typer(help="Start new code from a template.", no_args_is_help=True)
+app.add_typer(new_app, name="new")
 console = Console()
 err = Console(stderr=True)
 # A control verb's work on one run: (RunControl, the run, dispatched) -> the run after it.
@@ -76,7 +78,7 @@ def _loaded_flows(modules: list[str], debug: bool = False) -> Any:
     from flows.registry import load_flows
 
     try:
-        return load_flows(modules)
+        return load_flows(modules, examples=_settings().examples)
     except FlowLoadError as exc:
         if exc.__cause__ is None:  # nothing raised: the message is all there is
             _refuse(2, exc.detail)
@@ -128,6 +130,48 @@ def serve(
     _loaded_flows(settings.flow_modules, debug)  # a module that can't load: one line, here
     _note_database(settings)
     run_server(settings, host=settings.host, port=settings.port, workers=workers)
+
+
+@app.command()
+def dev(
+    host: Annotated[str | None, typer.Option(help="Bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="Port")] = None,
+) -> None:
+    """Serve for development: the example flows on, and a restart when a flow file changes
+    (the old process drains first: runs in flight go on in the new one)."""
+    import os
+
+    from api.serving import dev as run_dev
+    from api.serving import flow_dirs
+
+    os.environ.setdefault("POCKETRUN_EXAMPLES", "true")
+    get_settings.cache_clear()
+    settings = _settings()
+    watch = flow_dirs(settings.flow_modules)
+    err.print(f"watching {', '.join(str(d) for d in watch)}", highlight=False)
+    run_dev(settings, host=host or settings.host, port=port or settings.port, watch=watch)
+
+
+@new_app.command("flow")
+def new_flow(
+    name: Annotated[str, typer.Argument(help="Flow name, e.g. order-intake")],
+    dir: Annotated[Path, typer.Option("--dir", help="Where to write the files")] = Path("."),
+    force: Annotated[bool, typer.Option(help="Overwrite files that exist")] = False,
+) -> None:
+    """Write a flow module and its test (both pass `make test` as written), and print a
+    README snippet for them."""
+    from core.errors import FlowDefinitionError
+    from flows.scaffold import scaffold, write
+
+    try:
+        made = scaffold(name, dir)
+        written = write(made, force=force)
+    except (FlowDefinitionError, FileExistsError) as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(1) from None
+    for path in written:
+        err.print(f"wrote {path}", highlight=False)
+    print(made.snippet, end="")
 
 
 @app.command()

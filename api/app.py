@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level, json=settings.log_json, access=settings.log_access)
-        registry = load_flows(settings.flow_modules)
+        registry = load_flows(settings.flow_modules, examples=settings.examples)
         store = open_store(settings.database_url)
         if settings.auto_migrate:
             await upgrade(store)

@@ -198,6 +198,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             **os.environ,
             "POCKETRUN_DATABASE_URL": f"sqlite:///{tmp / 'pocketrun.db'}",
             "POCKETRUN_LOG_LEVEL": "WARNING",
+            "POCKETRUN_EXAMPLES": "true",
         }
         auth = auth_wants_admin_key()
         if auth:

@@ -170,6 +170,7 @@ def main() -> None:
         "POCKETRUN_ADMIN_KEY": ADMIN_KEY,
         "POCKETRUN_JWT_SECRET": JWT_SECRET,
         "POCKETRUN_LOG_LEVEL": "WARNING",
+        "POCKETRUN_EXAMPLES": "true",
     }
     env.pop("POCKETRUN_RATE_LIMIT", None)
     env.pop("POCKETRUN_REDIS_URL", None)

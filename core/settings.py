@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     executor: Literal["local", "celery"] = "local"
     redis_url: str | None = None
     flows: str = ""
+    examples: bool = False  # load the built-in example flows (`pocketrun dev` turns them on)
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 1024 * 1024

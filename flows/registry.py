@@ -243,14 +243,15 @@ def flow(name: str, **options: Any) -> Callable[[Callable[[], Flow]], Callable[[
 BUILTIN_MODULES = ["flows.examples"]
 
 
-def load_flows(modules: list[str] | None = None) -> Registry:
-    """Import the built-in flows and the engineer's modules; each registers itself.
+def load_flows(modules: list[str] | None = None, *, examples: bool = True) -> Registry:
+    """Import the engineer's modules, and the built-in examples with ``examples``; each
+    registers itself.
 
     An engineer's module is a name resolved from the working directory first, or a .py
     file; its files never shadow pocketrun's packages nor the reverse (flows.project). A
     .json, .yaml or .yml entry is a declarative flow (flows.documents)."""
     own.load()  # pocketrun's nodes, not a nodes.py first on sys.path (flows/own.py)
-    for module in BUILTIN_MODULES:
+    for module in BUILTIN_MODULES if examples else []:
         importlib.import_module(module)
     for module in modules or []:
         if module.lower().endswith((".json", ".yaml", ".yml")):

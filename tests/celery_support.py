@@ -278,6 +278,7 @@ def worker_env(database_url: str, redis_url: str) -> dict[str, str]:
         "POCKETRUN_REDIS_URL": redis_url,
         "POCKETRUN_EXECUTOR": "celery",
         "POCKETRUN_FLOWS": "tests.edge_flows,tests.celery_support",
+        "POCKETRUN_EXAMPLES": "true",
         "POCKETRUN_LOG_LEVEL": "WARNING",
         "POCKETRUN_LEASE_TTL": "3",
         "POCKETRUN_SWEEP_INTERVAL": "0.5",

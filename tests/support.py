@@ -53,16 +53,18 @@ class Server:
         *,
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
+        command: str = "serve",
         cwd: Path = ROOT,
     ) -> None:
         self.database_url = database_url
-        self.cwd = cwd
+        self.command, self.cwd = command, cwd
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
             "POCKETRUN_DATABASE_URL": database_url,
             "POCKETRUN_FLOWS": "tests.edge_flows",
+            "POCKETRUN_EXAMPLES": "true",
             "POCKETRUN_LOG_LEVEL": "WARNING",
             "POCKETRUN_PORT": str(self.port),
             "POCKETRUN_ADMIN_KEY": TEST_ADMIN_KEY,
@@ -75,7 +77,7 @@ class Server:
     def start(self, timeout: float = 60) -> Server:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [str(BIN / "pocketrun"), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [str(BIN / "pocketrun"), self.command, "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=self.cwd,
             env=self.env,
             stdout=out,

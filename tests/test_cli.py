@@ -20,6 +20,7 @@ def pocketrun(
         "POCKETRUN_DATABASE_URL": db_url,
         "POCKETRUN_LOG_LEVEL": "WARNING",
         "POCKETRUN_FLOWS": "tests.edge_flows",
+        "POCKETRUN_EXAMPLES": "true",
         "COLUMNS": str(columns),
     }
     return subprocess.run(

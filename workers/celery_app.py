@@ -160,7 +160,7 @@ class WorkerProcess:
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.runs = open_store(settings.database_url, pool_size=2)
-        self.registry = load_flows(settings.flow_modules)
+        self.registry = load_flows(settings.flow_modules, examples=settings.examples)
         self.redis = redis_client(settings.redis_url) if settings.redis_url else None
         broker = broker_url(settings)
         self.broker = self.redis if broker == settings.redis_url else redis_client(broker)
