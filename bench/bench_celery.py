@@ -327,6 +327,7 @@ def main() -> None:
     procs = Procs()
     env = {
         "POCKETRUN_DATABASE_URL": database_url,
+        "POCKETRUN_EXAMPLES": "true",
         "POCKETRUN_REDIS_URL": redis_url,
         "POCKETRUN_EXECUTOR": "celery",
         "POCKETRUN_FLOWS": "bench.bench_celery",

@@ -158,6 +158,7 @@ def embedded(tmp: Path, rounds: int) -> dict[str, Any]:
     env = {
         **os.environ,
         "POCKETRUN_DATABASE_URL": f"sqlite:///{tmp / 'embedded.db'}",
+        "POCKETRUN_EXAMPLES": "true",
         "POCKETRUN_LOG_LEVEL": "WARNING",
         "POCKETRUN_FLOWS": "bench.events",
         "POCKETRUN_ADMIN_KEY": key,
@@ -192,6 +193,7 @@ def _distributed(tmp: Path, database_url: str) -> dict[str, Any]:
     env = {
         **os.environ,
         "POCKETRUN_DATABASE_URL": database_url,
+        "POCKETRUN_EXAMPLES": "true",
         "POCKETRUN_REDIS_URL": redis_url,
         "POCKETRUN_EXECUTOR": "celery",
         "POCKETRUN_LOG_LEVEL": "WARNING",

@@ -161,6 +161,7 @@ def start_pocketrun(tmp: Path) -> tuple[Server, dict[str, str]]:
     env = {
         **os.environ,
         "POCKETRUN_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'b.db'}",
+        "POCKETRUN_EXAMPLES": "true",
         "POCKETRUN_ADMIN_KEY": key,
         "POCKETRUN_FLOWS": "bench.peer_flows",
         "POCKETRUN_LOG_LEVEL": "WARNING",

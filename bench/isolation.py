@@ -180,6 +180,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         env = {
             **os.environ,
             "POCKETRUN_DATABASE_URL": url,
+            "POCKETRUN_EXAMPLES": "true",
             "POCKETRUN_LOG_LEVEL": "WARNING",
             "POCKETRUN_FLOWS": FLOWS,
             **({"POCKETRUN_RATE_LIMIT": args.rate_limit} if args.rate_limit else {}),

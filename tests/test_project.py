@@ -32,6 +32,7 @@ def pocketrun(
 ) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POCKETRUN_")}
     env.update(POCKETRUN_FLOWS=flows, POCKETRUN_LOG_LEVEL="WARNING", COLUMNS="200")
+    env["POCKETRUN_EXAMPLES"] = "true"  # the built-in flows beside the project's
     if db_url is not None:
         env["POCKETRUN_DATABASE_URL"] = db_url
     return subprocess.run(
