@@ -6,8 +6,9 @@ What a new engineer types, in a fresh temporary directory, each command timed:
 2. ``make .venv/.installed`` (what ``make run`` and ``make test`` do first: the virtualenv
    and the package with its dependencies, from this machine's package index);
 3. ``pocketrun new flow greet`` (the scaffold: a module, its test, a README snippet);
-4. ``POCKETRUN_FLOWS=greet.py pocketrun run greet --wait`` (the durable engine on an
-   embedded SQLite file: no server, no services);
+4. ``POCKETRUN_FLOWS=greet.py pocketrun run greet --input '{"text": ...}' --wait`` (the
+   durable engine on an embedded SQLite file: no server, no services), as the scaffold's
+   README snippet says;
 5. the scaffold's own test, ``pytest test_greet.py``.
 
     .venv/bin/python -m bench.onboarding [--source PATH]
@@ -26,6 +27,7 @@ from pathlib import Path
 from bench.common import machine, save, table
 
 ROOT = Path(__file__).resolve().parent.parent
+INPUT = '{"text": "a few words"}'
 
 
 def main() -> None:
@@ -55,8 +57,8 @@ def main() -> None:
                 {},
             ),
             (
-                "POCKETRUN_FLOWS=greet.py pocketrun run greet --wait",
-                [str(bin_ / "pocketrun"), "run", "greet", "--wait"],
+                "POCKETRUN_FLOWS=greet.py pocketrun run greet --input ... --wait",
+                [str(bin_ / "pocketrun"), "run", "greet", "--input", INPUT, "--wait"],
                 project,
                 {"POCKETRUN_FLOWS": "greet.py"},
             ),
