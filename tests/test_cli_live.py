@@ -74,7 +74,12 @@ def test_ctrl_c_on_runs_tail_leaves_the_run_going_and_says_how_to_cancel(
     proc = subprocess.Popen(
         [str(BIN / "pocketrun"), "runs", "tail", run_id],
         cwd=ROOT,
-        env={**os.environ, "POCKETRUN_DATABASE_URL": db_url, "POCKETRUN_LOG_LEVEL": "WARNING"},
+        env={
+            **os.environ,
+            "POCKETRUN_DATABASE_URL": db_url,
+            "POCKETRUN_LOG_LEVEL": "WARNING",
+            "POCKETRUN_EXAMPLES": "true",
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -126,6 +131,7 @@ def test_run_wait_on_a_terminal_draws_the_running_node_with_its_elapsed_time(
         **os.environ,
         "POCKETRUN_DATABASE_URL": db_url,
         "POCKETRUN_LOG_LEVEL": "WARNING",
+        "POCKETRUN_EXAMPLES": "true",
         "COLUMNS": "100",
         "TERM": "xterm-256color",
     }

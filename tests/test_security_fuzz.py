@@ -17,7 +17,8 @@ from tests.support import BIN, TEST_ADMIN_KEY
 # the run's last step depends on the run; on the control calls, because what a resume's
 # payload must match is the waiting run's own schema, a replay's ``from_seq`` must be one
 # of the run's steps, and a payload or patch holding text no database can keep (NUL) is
-# refused as any stored JSON is; and on registerFlow, because a document valid by its
+# refused as any stored JSON is, and a migration's target must be a version loaded here;
+# and on registerFlow, because a document valid by its
 # schema may still name an unknown node type or node, or an existing version.
 CONFIG = """
 [[operations]]
@@ -46,6 +47,12 @@ checks.positive_data_acceptance.expected-statuses = [
 
 [[operations]]
 include-operation-id = "retryRun"
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "3xx", "401", "403", "404", "409", "422", "429",
+]
+
+[[operations]]
+include-operation-id = "migrateRun"
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "401", "403", "404", "409", "422", "429",
 ]
