@@ -336,7 +336,7 @@ async def list_steps(
     deltas = "delta" in (include or ())
     if deltas and not debug:
         raise Forbidden(f"the {principal.role} role may not see step deltas")
-    after = int(cursor) if cursor is not None else 0
+    after = _step_cursor(cursor)
     steps = await state.store.steps(row["id"], after=after, limit=limit + 1, delta=deltas)
     steps, next_cursor = keyset_page(steps, limit, "seq")
     internals = allowed(principal, Permission.flow_internals)
@@ -365,6 +365,25 @@ async def get_step(run_id: str, seq: str, request: Request, principal: RunReader
     return json_response(
         StepOut, step_data(found[0], internals=internals, debug=debug, delta=debug)
     )
+
+
+def _step_cursor(cursor: str | None) -> int:
+    """The seq a page of steps continues after; 422 for a number no step can have."""
+    if cursor is None:
+        return 0
+    if int(cursor) > MAX_SEQ:
+        raise InvalidInput(
+            "cursor is not valid",
+            errors=[
+                {
+                    "loc": ["query", "cursor"],
+                    "path": "query.cursor",
+                    "msg": f"past the last seq a step can have ({MAX_SEQ})",
+                    "type": "less_than_equal",
+                }
+            ],
+        )
+    return int(cursor)
 
 
 def _seq_number(text: str) -> int | None:
