@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # (default: all but a quarter of CONCURRENCY), unfinished runs one tenant may have
     # before new ones are refused with 429, and the highest priority a consumer may set.
     tenant_slots: int | None = Field(default=None, ge=1)
+    # Runs one tenant may have in flight across all processes (a cross-tenant admin may set
+    # another number per tenant); the rest wait in the database and go on in their turn.
+    tenant_concurrency: int = Field(default=100, ge=1)
     tenant_max_unfinished: int = Field(default=1000, ge=1)
     priority_ceiling: int = Field(default=4, ge=0, le=9)
     max_deliveries: int = Field(default=20, ge=1)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     insert,
     literal,
     literal_column,
+    not_,
     or_,
     select,
     update,
@@ -35,7 +36,16 @@ from core.errors import InvalidInput
 from core.ids import uuid7, uuid7_bound
 from core.jsonutil import roundtrip
 from db.database import Database
-from db.models import flow_slots, flows, idempotency_keys, locks, runs, steps, workers
+from db.models import (
+    flow_slots,
+    flows,
+    idempotency_keys,
+    locks,
+    runs,
+    steps,
+    tenant_limits,
+    workers,
+)
 from db.store import (
     CLAIMABLE,
     STOPPED,
@@ -99,6 +109,10 @@ STEP_COLUMNS = [
 # The statuses written out, not bound: SQLite uses a partial index (ix_runs_unfinished) only
 # when the query's own text implies the index's WHERE, and a bound IN list never does.
 _UNFINISHED = runs.c.status.in_([literal_column(repr(status)) for status in CLAIMABLE])
+
+# Spelled as the partial indexes of migration 0015 are, so that SQLite uses them.
+_IN_FLIGHT = and_(_UNFINISHED, not_(runs.c.held))
+_HELD = and_(runs.c.held, runs.c.status == literal_column("'queued'"))
 
 _MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
@@ -578,6 +592,7 @@ class CoreStore(RunStore):
                         runs.c.current_node,
                         runs.c.lease_owner,
                         live.label("live"),
+                        runs.c.tenant,
                     ).where(runs.c.id == run_id)
                 )
             ).first()
@@ -594,6 +609,7 @@ class CoreStore(RunStore):
             m["seq"],
             m["current_node"],
             m["lease_owner"] if m["live"] else None,
+            m["tenant"],
         )
 
     async def mark_dispatched(self, run_id: uuid.UUID) -> None:
@@ -601,6 +617,62 @@ class CoreStore(RunStore):
             await conn.execute(
                 update(runs).where(runs.c.id == run_id).values(dispatched_at=self._now())
             )
+
+    async def admit(self, run_id: uuid.UUID, tenant: str, default_limit: int) -> bool:
+        async with self.sa.write() as conn:
+            await self.serialize(conn, f"tenant:{tenant}")
+            limit = await self._limit_of(conn, tenant, default_limit)
+            others = (
+                select(func.count())
+                .select_from(runs)
+                .where(runs.c.tenant == tenant, _IN_FLIGHT, runs.c.id != run_id)
+            )
+            held = (await conn.execute(others)).scalar_one() >= limit
+            await conn.execute(
+                update(runs).where(runs.c.id == run_id, runs.c.status == "queued").values(held=held)
+            )
+        return not held
+
+    async def admit_held(self, tenant: str, default_limit: int) -> list[Dispatch]:
+        waiting = select(runs.c.id).where(runs.c.tenant == tenant, _HELD).limit(1)
+        async with self.sa.read() as conn:
+            if (await conn.execute(waiting)).first() is None:
+                return []  # the usual case, answered without a write
+        async with self.sa.write() as conn:
+            await self.serialize(conn, f"tenant:{tenant}")
+            limit = await self._limit_of(conn, tenant, default_limit)
+            in_flight = (
+                select(func.count()).select_from(runs).where(runs.c.tenant == tenant, _IN_FLIGHT)
+            )
+            room = limit - (await conn.execute(in_flight)).scalar_one()
+            if room <= 0:
+                return []
+            pick = self._for_update(
+                select(runs.c.id)
+                .where(runs.c.tenant == tenant, _HELD)
+                .order_by(runs.c.priority.desc(), runs.c.id)
+                .limit(room)
+            )
+            result = await conn.execute(
+                update(runs)
+                .where(runs.c.id.in_(pick.scalar_subquery()), _HELD)
+                .values(held=False, dispatched_at=self._now())
+                .returning(runs.c.id, runs.c.queue, runs.c.priority, runs.c.tenant)
+            )
+            found = [Dispatch(r.id, r.queue, r.priority, r.tenant) for r in result]
+        found.sort(key=lambda d: (-d.priority, d.id))
+        return found
+
+    async def held_tenants(self) -> list[str]:
+        async with self.sa.read() as conn:
+            rows = await conn.execute(select(runs.c.tenant).where(_HELD).distinct())
+            return [r.tenant for r in rows]
+
+    @staticmethod
+    async def _limit_of(conn: AsyncConnection, tenant: str, default_limit: int) -> int:
+        override = select(tenant_limits.c.concurrency).where(tenant_limits.c.tenant == tenant)
+        found = (await conn.execute(override)).scalar_one_or_none()
+        return default_limit if found is None else found
 
     async def take_orphans(
         self, redispatch_after: float, *, everything: bool = False, limit: int = 1000
@@ -619,7 +691,7 @@ class CoreStore(RunStore):
             )
         pick = self._for_update(
             select(runs.c.id)
-            .where(_UNFINISHED, or_(expired, unleased))
+            .where(_UNFINISHED, not_(runs.c.held), or_(expired, unleased))
             .order_by(runs.c.priority.desc(), runs.c.id)
             .limit(limit)
         )

@@ -286,3 +286,40 @@ class DeclaredFlow(Base):
 
 
 declared_flows = DeclaredFlow.__table__
+
+
+# --- tenant fairness (migration 0012) -----------------------------------------------------
+
+# Queued, but held back in the database: its tenant had TENANT_CONCURRENCY runs in flight
+# when it was handed to an executor. It is handed over when one of them ends (or a sweep).
+Run.held = mapped_column(Boolean, default=False, server_default=text("false"))
+IN_FLIGHT = "status IN ('queued', 'running') AND NOT held"
+HELD = "held AND status = 'queued'"
+Index(
+    "ix_runs_in_flight",
+    runs.c.tenant,
+    postgresql_where=text(IN_FLIGHT),
+    sqlite_where=text(IN_FLIGHT),
+)
+Index(
+    "ix_runs_held",
+    runs.c.tenant,
+    runs.c.priority,
+    runs.c.id,
+    postgresql_where=text(HELD),
+    sqlite_where=text(HELD),
+)
+
+
+class TenantLimit(Base):
+    """A cross-tenant admin's override of ``TENANT_CONCURRENCY`` for one tenant."""
+
+    __tablename__ = "tenant_limits"
+
+    tenant: Mapped[str] = mapped_column(String(100), primary_key=True)
+    concurrency: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_by: Mapped[str] = mapped_column(String(200))
+
+
+tenant_limits = TenantLimit.__table__

@@ -129,6 +129,7 @@ class RunHead:
     seq: int
     current_node: str | None
     leased_by: str | None  # the owner of a lease that has not expired, by the database's clock
+    tenant: str = "default"
 
 
 @dataclass(slots=True)
@@ -300,6 +301,22 @@ class RunStore(ABC):
 
     @abstractmethod
     async def mark_dispatched(self, run_id: uuid.UUID) -> None: ...
+
+    # --- tenant fairness: TENANT_CONCURRENCY runs in flight per tenant, the rest held -----
+
+    @abstractmethod
+    async def admit(self, run_id: uuid.UUID, tenant: str, default_limit: int) -> bool:
+        """Before a queued run is handed to an executor: True when its tenant has room for
+        it in flight (the tenant's override, else ``default_limit``); False when it is now
+        held in the database for its turn."""
+
+    @abstractmethod
+    async def admit_held(self, tenant: str, default_limit: int) -> list[Dispatch]:
+        """Release the tenant's held runs it has room for, by priority then age."""
+
+    @abstractmethod
+    async def held_tenants(self) -> list[str]:
+        """The tenants that have runs held back."""
 
     @abstractmethod
     async def take_orphans(
