@@ -836,7 +836,11 @@ async def control_run(
         if run is None:
             raise NotFound(f"run '{run_id}' not found")
         dispatched = settings.executor == "celery"
-        control = RunControl(db, max_store_bytes=settings.max_store_bytes)
+        control = RunControl(
+            db,
+            max_store_bytes=settings.max_store_bytes,
+            tenant_limit=settings.tenant_concurrency,
+        )
         row = await act(control, run, dispatched)
         await AuditRepository(db).record(
             AuditRecord(
@@ -849,7 +853,7 @@ async def control_run(
                 detail={"source": "cli", **(detail or {})},
             )
         )
-        if dispatched and row["status"] == "queued":
+        if dispatched and row["status"] == "queued" and not row["held"]:
             from workers.factory import make_executor
 
             registry = _loaded_flows(settings.flow_modules)

@@ -170,6 +170,11 @@ class RunOut(BaseModel):
     pause_requested: bool = Field(description="Asked to pause at its next checkpoint")
     parent: ParentOut | None = Field(description="A replay's source run and step")
     retries: int = Field(description="How often an operator carried it on after it ended")
+    held: bool = Field(
+        default=False,
+        description="Queued, and waiting for its tenant's turn: the tenant has its limit of "
+        "runs in flight (TENANT_CONCURRENCY)",
+    )
 
 
 class RunResume(BaseModel):

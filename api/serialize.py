@@ -72,6 +72,7 @@ def run_data(row: Row, *, debug: bool = False) -> dict[str, Any]:
             else None
         ),
         "retries": row["retries"],
+        "held": row["held"],
     }
 
 

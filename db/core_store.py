@@ -23,9 +23,9 @@ from sqlalchemy import (
     insert,
     literal,
     literal_column,
-    not_,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -37,6 +37,8 @@ from core.ids import uuid7, uuid7_bound
 from core.jsonutil import roundtrip
 from db.database import Database
 from db.models import (
+    HELD,
+    IN_FLIGHT,
     flow_slots,
     flows,
     idempotency_keys,
@@ -90,6 +92,7 @@ RUN_COLUMNS = [
     runs.c.parent_run_id,
     runs.c.parent_seq,
     runs.c.retries,
+    runs.c.held,
 ]
 RUN_COLUMN_NAMES = [c.name for c in RUN_COLUMNS]
 STEP_COLUMNS = [
@@ -110,9 +113,9 @@ STEP_COLUMNS = [
 # when the query's own text implies the index's WHERE, and a bound IN list never does.
 _UNFINISHED = runs.c.status.in_([literal_column(repr(status)) for status in CLAIMABLE])
 
-# Spelled as the partial indexes of migration 0015 are, so that SQLite uses them.
-_IN_FLIGHT = and_(_UNFINISHED, not_(runs.c.held))
-_HELD = and_(runs.c.held, runs.c.status == literal_column("'queued'"))
+# Spelled as the partial indexes of migration 0012 are, so that SQLite uses them.
+_IN_FLIGHT = text(IN_FLIGHT)
+_HELD = text(HELD)
 
 _MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
@@ -170,7 +173,7 @@ class CoreStore(RunStore):
         if extra_rows is not None:
             extras.extend(extra_rows(run_id))
         try:
-            deadline = await self._insert_run(new, run_id, now, extras)
+            deadline, held = await self._insert_run(new, run_id, now, extras)
         except IntegrityError:
             if idempotency is None:
                 raise
@@ -180,13 +183,15 @@ class CoreStore(RunStore):
             return existing, False
         row = self._new_row(new, run_id, now)
         row["deadline_at"] = deadline
+        row["held"] = held
         return row, True
 
     async def _insert_run(
         self, new: NewRun, run_id: uuid.UUID, now: datetime, extras: list[tuple[Any, dict]]
-    ) -> datetime | None:
-        """Insert the queued run and ``extras`` in one transaction; return its deadline.
-        Raises SQLAlchemy's ``IntegrityError`` on a duplicate key."""
+    ) -> tuple[datetime | None, bool]:
+        """Insert the queued run and ``extras`` in one transaction; return its deadline and
+        whether it is held (its tenant at ``new.tenant_limit``). Raises SQLAlchemy's
+        ``IntegrityError`` on a duplicate key."""
         raise NotImplementedError
 
     @staticmethod
@@ -237,6 +242,7 @@ class CoreStore(RunStore):
             "parent_run_id": new.parent[0] if new.parent else None,
             "parent_seq": new.parent[1] if new.parent else None,
             "retries": 0,
+            "held": False,
         }
 
     async def _replay(self, new: NewRun, idem: Idempotency) -> Mapping[str, Any] | None:
@@ -618,21 +624,6 @@ class CoreStore(RunStore):
                 update(runs).where(runs.c.id == run_id).values(dispatched_at=self._now())
             )
 
-    async def admit(self, run_id: uuid.UUID, tenant: str, default_limit: int) -> bool:
-        async with self.sa.write() as conn:
-            await self.serialize(conn, f"tenant:{tenant}")
-            limit = await self._limit_of(conn, tenant, default_limit)
-            others = (
-                select(func.count())
-                .select_from(runs)
-                .where(runs.c.tenant == tenant, _IN_FLIGHT, runs.c.id != run_id)
-            )
-            held = (await conn.execute(others)).scalar_one() >= limit
-            await conn.execute(
-                update(runs).where(runs.c.id == run_id, runs.c.status == "queued").values(held=held)
-            )
-        return not held
-
     async def admit_held(self, tenant: str, default_limit: int) -> list[Dispatch]:
         waiting = select(runs.c.id).where(runs.c.tenant == tenant, _HELD).limit(1)
         async with self.sa.read() as conn:
@@ -691,7 +682,7 @@ class CoreStore(RunStore):
             )
         pick = self._for_update(
             select(runs.c.id)
-            .where(_UNFINISHED, not_(runs.c.held), or_(expired, unleased))
+            .where(_UNFINISHED, literal_column("NOT held"), or_(expired, unleased))
             .order_by(runs.c.priority.desc(), runs.c.id)
             .limit(limit)
         )

@@ -291,8 +291,8 @@ declared_flows = DeclaredFlow.__table__
 # --- tenant fairness (migration 0012) -----------------------------------------------------
 
 # Queued, but held back in the database: its tenant had TENANT_CONCURRENCY runs in flight
-# when it was handed to an executor. It is handed over when one of them ends (or a sweep).
-Run.held = mapped_column(Boolean, default=False, server_default=text("false"))
+# when it was created. It is handed over when one of them ends (or by a sweep).
+Run.held = mapped_column(Boolean, nullable=False, default=False, server_default=text("false"))
 IN_FLIGHT = "status IN ('queued', 'running') AND NOT held"
 HELD = "held AND status = 'queued'"
 Index(
@@ -304,7 +304,7 @@ Index(
 Index(
     "ix_runs_held",
     runs.c.tenant,
-    runs.c.priority,
+    runs.c.priority.desc(),
     runs.c.id,
     postgresql_where=text(HELD),
     sqlite_where=text(HELD),

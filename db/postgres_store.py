@@ -29,21 +29,25 @@ from sqlalchemy.sql import ColumnElement, Select
 
 from db.core_store import RUN_COLUMN_NAMES, CoreStore
 from db.database import Database
-from db.models import steps
+from db.models import IN_FLIGHT, steps
 from db.pg_connections import Connections
 from db.store import Claimed, LeaseLost, NewRun, StepRecord
 
 # --- the SQL ---------------------------------------------------------------------------------
 
 # -- insert_run: a new queued run; its deadline is the database's now + run_timeout
-INSERT_RUN = """
+# held: its tenant had its limit of runs in flight. Runs one tenant creates at the same
+# instant don't see each other, so on PostgreSQL a burst may pass the limit by its size.
+INSERT_RUN = f"""
 INSERT INTO runs (id, tenant, principal, flow, flow_version, graph_hash, status, mode, queue,
     priority, input, metadata, current_node, created_at, seq, version, state_seq,
     deliveries, cancel_requested, pause_requested, retries, trigger, parent_run_id, parent_seq,
-    cursor, deadline_at)
+    cursor, deadline_at, held)
 VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, $11, $12, $13, 0, 0, 0, 0, false,
-    false, 0, $14, $15, $16, $17, now() + make_interval(secs => $18::float8))
-RETURNING deadline_at
+    false, 0, $14, $15, $16, $17, now() + make_interval(secs => $18::float8),
+    $19::int IS NOT NULL AND (SELECT count(*) FROM runs WHERE tenant = $2::varchar AND {IN_FLIGHT})
+        >= coalesce((SELECT concurrency FROM tenant_limits WHERE tenant = $2::varchar), $19::int))
+RETURNING deadline_at, held
 """
 
 # -- claim: take the lease of a claimable run no live holder has; count the delivery
@@ -158,7 +162,7 @@ class PostgresStore(CoreStore):
 
     async def _insert_run(
         self, new: NewRun, run_id: uuid.UUID, now: datetime, extras: list[tuple[Any, dict]]
-    ) -> datetime | None:
+    ) -> tuple[datetime | None, bool]:
         params = (
             run_id,
             new.tenant,
@@ -178,15 +182,17 @@ class PostgresStore(CoreStore):
             new.parent[1] if new.parent else None,
             new.cursor,
             new.run_timeout or None,
+            new.tenant_limit,
         )
         try:
             async with self._connections.connection() as conn:
                 if not extras:
-                    return await conn.fetchval(INSERT_RUN, *params)
-                async with conn.transaction():
-                    deadline = await conn.fetchval(INSERT_RUN, *params)
-                    await _insert_rows(conn, extras)
-                return deadline
+                    row = await conn.fetchrow(INSERT_RUN, *params)
+                else:
+                    async with conn.transaction():
+                        row = await conn.fetchrow(INSERT_RUN, *params)
+                        await _insert_rows(conn, extras)
+                return row["deadline_at"], row["held"]
         except asyncpg.UniqueViolationError as exc:
             raise IntegrityError(INSERT_RUN, params, exc) from exc
 

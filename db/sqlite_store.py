@@ -30,6 +30,7 @@ from sqlalchemy.sql import ColumnElement
 
 from db.core_store import RUN_COLUMN_NAMES, CoreStore
 from db.database import Database
+from db.models import IN_FLIGHT
 from db.sqlite_writer import SqliteWriter, connect
 from db.store import TERMINAL, Claimed, LeaseLost, NewRun, StepRecord
 from db.types import utcnow
@@ -41,8 +42,14 @@ INSERT_RUN = """
 INSERT INTO runs (id, tenant, principal, flow, flow_version, graph_hash, status, mode, queue,
     priority, input, metadata, current_node, created_at, seq, version, state_seq,
     deliveries, cancel_requested, pause_requested, retries, trigger, parent_run_id,
-    parent_seq, cursor, deadline_at)
-VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, 0, 0, ?, ?, ?, ?, ?)
+    parent_seq, cursor, deadline_at, held)
+VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, 0, 0, ?, ?, ?, ?, ?, ?)
+"""
+
+# -- tenant_full: whether a tenant has its limit of runs in flight (ix_runs_in_flight)
+TENANT_FULL = f"""
+SELECT (SELECT count(*) FROM runs WHERE tenant = :tenant AND {IN_FLIGHT})
+    >= coalesce((SELECT concurrency FROM tenant_limits WHERE tenant = :tenant), :limit)
 """
 
 # -- claim: take the lease of a claimable run no live holder has; count the delivery
@@ -148,6 +155,7 @@ _DECODE: dict[str, Any] = {
     "id": uuid.UUID,
     "cancel_requested": bool,
     "pause_requested": bool,
+    "held": bool,
     "created_at": _read_time,
     "wake_at": _read_time,
     "waiting_for": _read_json,
@@ -205,7 +213,7 @@ class SqliteStore(CoreStore):
 
     async def _insert_run(
         self, new: NewRun, run_id: uuid.UUID, now: datetime, extras: list[tuple[Any, dict]]
-    ) -> datetime | None:
+    ) -> tuple[datetime | None, bool]:
         planned = [self._planned(table, values) for table, values in extras]
         timeout = new.run_timeout or None
         params = (
@@ -229,14 +237,20 @@ class SqliteStore(CoreStore):
             _clock(timeout) if timeout else None,
         )
 
+        held = False
+
         def insert_run(conn: sqlite3.Connection) -> None:
-            conn.execute(INSERT_RUN, params)
+            nonlocal held
+            if new.tenant_limit is not None:  # exact: the writer is the only one
+                limits = {"tenant": new.tenant, "limit": new.tenant_limit}
+                held = bool(conn.execute(TENANT_FULL, limits).fetchone()[0])
+            conn.execute(INSERT_RUN, (*params, held))
             for sql, row in planned:
                 conn.execute(sql, row)
 
         try:
             await self.writer.run(insert_run)
-            return _read_time(params[-1])
+            return _read_time(params[-1]), held
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(INSERT_RUN, params, exc) from exc
 

@@ -51,6 +51,9 @@ class NewRun:
     trigger: dict[str, Any] | None = None  # who started it (DESIGN.md section 10)
     parent: tuple[uuid.UUID, int] | None = None  # a replay's source run and step
     cursor: Any = None  # where it starts (a replay: the checkpoint before its first step)
+    # Runs its tenant may have in flight (TENANT_CONCURRENCY; a tenant's override wins):
+    # created past it, the run is held in the database for its turn. None: never held.
+    tenant_limit: int | None = None
 
 
 @dataclass(slots=True)
@@ -303,12 +306,6 @@ class RunStore(ABC):
     async def mark_dispatched(self, run_id: uuid.UUID) -> None: ...
 
     # --- tenant fairness: TENANT_CONCURRENCY runs in flight per tenant, the rest held -----
-
-    @abstractmethod
-    async def admit(self, run_id: uuid.UUID, tenant: str, default_limit: int) -> bool:
-        """Before a queued run is handed to an executor: True when its tenant has room for
-        it in flight (the tenant's override, else ``default_limit``); False when it is now
-        held in the database for its turn."""
 
     @abstractmethod
     async def admit_held(self, tenant: str, default_limit: int) -> list[Dispatch]:

@@ -1,77 +1,53 @@
-"""Tenant fairness across processes: no tenant has more than its ``TENANT_CONCURRENCY``
-runs in flight (queued for an executor or running), whatever it floods in.
+"""Tenant fairness across processes: no tenant has more than ``TENANT_CONCURRENCY`` runs
+in flight (queued for an executor or running), whatever it floods in.
 
-A run is admitted when it is handed to an executor (``RunStore.admit``): with room, it
-goes on at once; without, it stays queued in the database, held. When one of a tenant's
-runs ends or stops here, its held runs are looked at again, highest priority first, then
-oldest; each sweep does the same for every tenant with runs held, for the runs whose
-tenant's runs ended in a process that died. So another tenant's next run is never behind
-a flooding tenant's backlog, only behind the runs that tenant has in flight.
+A run created past its tenant's limit is held in the database (``RunStore.create``
+decides, in the run's own insert). When one of the tenant's runs ends or stops, the
+process it ran on hands over as many of the tenant's held runs as it now has room for,
+highest priority first, then oldest (``release_held``); each sweep does the same for
+every tenant with runs held, which covers runs that ended in a process that died. So
+another tenant's next run is never behind a flooding tenant's backlog, only behind the
+runs that tenant has in flight.
 """
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
 
 from db.store import Dispatch, RunStore
+from workers.engine import Outcome
 
 log = structlog.get_logger("pocketrun.admission")
 
-HandOver = Callable[[Dispatch], Awaitable[None]]
+# Outcomes of an advance after which the run no longer counts against its tenant's limit.
+LEFT_FLIGHT = frozenset({Outcome.finished, Outcome.stopped, Outcome.skipped})
+
+HandOver = Callable[[list[Dispatch]], Awaitable[None]]
 
 
-class Admission:
-    def __init__(self, store: RunStore, default_limit: int, hand_over: HandOver) -> None:
-        self.store = store
-        self.default_limit = default_limit
-        self.hand_over = hand_over
-        self._ended: set[str] = set()  # tenants whose runs ended since the last look
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
-
-    async def admit(self, run_id: uuid.UUID, tenant: str) -> bool:
-        """True: hand the run over now. False: it is held (or the store is unreachable,
-        and the sweeper hands it over later)."""
-        try:
-            return await self.store.admit(run_id, tenant, self.default_limit)
-        except Exception as exc:
-            log.warning("admission failed; the sweeper offers the run later", error=repr(exc))
-            return False
-
-    def ended(self, tenant: str) -> None:
-        """One of the tenant's runs ended or stopped here: its held runs may go on."""
-        self._ended.add(tenant)
-        self._wake.set()
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._release_ended(), name="pocketrun-admission")
-
-    async def release(self, tenant: str) -> int:
-        """Hand over the tenant's held runs it has room for; how many went."""
-        found = await self.store.admit_held(tenant, self.default_limit)
-        for dispatch in found:
-            await self.hand_over(dispatch)
+async def release_held(store: RunStore, tenant: str, limit: int, hand_over: HandOver) -> int:
+    """Hand over the tenant's held runs it has room for (``limit`` unless the tenant has
+    an override); how many went. Never raises: what fails here the next sweep does."""
+    try:
+        found = await store.admit_held(tenant, limit)
+        if found:
+            await hand_over(found)
         return len(found)
+    except Exception as exc:
+        log.warning("releasing held runs failed", tenant=tenant, error=repr(exc))
+        return 0
 
-    async def sweep(self) -> None:
-        for tenant in await self.store.held_tenants():
-            await self.release(tenant)
 
-    async def _release_ended(self) -> None:
-        # Many runs ending at once cost one look per tenant, not one per run.
-        while self._ended:
-            self._wake.clear()
-            tenants, self._ended = self._ended, set()
-            for tenant in tenants:
-                try:
-                    await self.release(tenant)
-                except Exception as exc:  # the next sweep looks again
-                    log.warning("releasing held runs failed", tenant=tenant, error=repr(exc))
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+async def release_all_held(store: RunStore, limit: int, hand_over: HandOver) -> int:
+    """``release_held`` for every tenant with runs held: a sweep's share."""
+    try:
+        tenants = await store.held_tenants()
+    except Exception as exc:
+        log.warning("listing tenants with held runs failed", error=repr(exc))
+        return 0
+    released = 0
+    for tenant in tenants:
+        released += await release_held(store, tenant, limit, hand_over)
+    return released

@@ -40,7 +40,7 @@ from db.store import CLAIMABLE, RunStore, StepRecord, open_store
 from db.types import utcnow
 from flows.registry import load_flows, loaded_flows
 from workers.dispatch import PRIORITY_SEP, PRIORITY_STEPS, TASK_NAME, Dispatcher, redis_client
-from workers.distributed import Advancer
+from workers.distributed import Advancer, release_held_runs
 from workers.engine import RunEngine, default_worker_name
 from workers.redis_events import RedisEvents
 from workers.redis_store import RedisStore
@@ -303,6 +303,7 @@ class Heartbeat(threading.Thread):
             if found:
                 await dispatcher.publish_many((d.id, d.queue, d.priority) for d in found)
                 log.info("sweeper resent runs", count=len(found), everything=everything)
+            await release_held_runs(store, dispatcher, settings)  # ended in a dead process
 
         supervisor = Supervisor(
             store,

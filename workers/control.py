@@ -31,9 +31,12 @@ MIGRATABLE = ("queued", "waiting", "paused", "sleeping", "failed")
 
 
 class RunControl:
-    def __init__(self, store: RunStore, *, max_store_bytes: int) -> None:
+    def __init__(
+        self, store: RunStore, *, max_store_bytes: int, tenant_limit: int | None = None
+    ) -> None:
         self.store = store
         self.max_store_bytes = max_store_bytes
+        self.tenant_limit = tenant_limit  # a replay past it is held for its tenant's turn
 
     async def _checkpoint(self, run_id: uuid.UUID) -> Row:
         found = await self.store.checkpoint_of(run_id)
@@ -155,6 +158,7 @@ class RunControl:
                 trigger={"type": "replay", "id": str(parent["id"])},
                 parent=(parent["id"], from_seq),
                 cursor=cursor,
+                tenant_limit=self.tenant_limit,
             )
         )
         return row

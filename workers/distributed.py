@@ -19,13 +19,23 @@ import structlog
 
 from core.faults import fault_point
 from core.settings import Settings
-from db.store import CLAIMABLE, RunHead, RunStore
+from db.store import CLAIMABLE, Dispatch, RunHead, RunStore
 from flows.registry import Registry
+from workers.admission import LEFT_FLIGHT, release_all_held, release_held
 from workers.dispatch import Dispatcher
 from workers.engine import Outcome, RunEngine
 from workers.supervisor import Supervisor
 
 log = structlog.get_logger("pocketrun.distributed")
+
+
+async def release_held_runs(store: RunStore, dispatcher: Dispatcher, settings: Settings) -> int:
+    """A sweep's share of tenant fairness: held runs with room go to the workers."""
+
+    async def publish(found: list[Dispatch]) -> None:
+        await dispatcher.publish_many((d.id, d.queue, d.priority) for d in found)
+
+    return await release_all_held(store, settings.tenant_concurrency, publish)
 
 
 class Advancer:
@@ -48,7 +58,10 @@ class Advancer:
 
     async def advance(self, run_id: uuid.UUID, budget: float | None) -> str:
         head = await self.store.head(run_id)
-        if head is None or head.status not in CLAIMABLE:
+        if head is None:
+            return Outcome.skipped.value
+        if head.status not in CLAIMABLE:
+            await self._release_held(head.tenant)  # e.g. cancelled while queued
             return Outcome.skipped.value
         if head.leased_by not in (None, self.engine.owner):
             return Outcome.skipped.value  # a duplicate delivery: someone live carries it on
@@ -72,7 +85,16 @@ class Advancer:
                 await self._release_slot(head.flow, run_id)
         if outcome is Outcome.yielded:
             await self.requeue(head)
+        elif outcome in LEFT_FLIGHT:
+            await self._release_held(head.tenant)
         return outcome.value
+
+    async def _release_held(self, tenant: str) -> None:
+        """One of the tenant's runs left flight here: its held runs with room go on."""
+        await release_held(self.store, tenant, self.settings.tenant_concurrency, self._publish)
+
+    async def _publish(self, found: list[Dispatch]) -> None:
+        await self.dispatcher.publish_many((d.id, d.queue, d.priority) for d in found)
 
     async def _release_slot(self, flow: str, run_id: uuid.UUID) -> None:
         """Free the run's slot; when that fails the supervisor tries again, and the slot is

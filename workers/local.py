@@ -23,8 +23,9 @@ import structlog
 from core.changes import ChangeFeed
 from core.metrics import IN_FLIGHT, QUEUE_DEPTH
 from core.settings import Settings
-from db.store import RunStore
+from db.store import Dispatch, RunStore
 from flows.registry import Registry, loaded_flows
+from workers.admission import LEFT_FLIGHT, release_all_held, release_held
 from workers.engine import Outcome, RunEngine
 from workers.event_hub import EventHub
 from workers.fair_queue import FairQueue
@@ -113,6 +114,10 @@ class LocalExecutor:
         self._queue.put(run_id, tenant, priority, inline_until=inline_until)
         QUEUE_DEPTH.set(self._queue.qsize())
 
+    async def _hand_over(self, found: list[Dispatch]) -> None:
+        for dispatch in found:
+            self._enqueue(dispatch.id, dispatch.tenant, dispatch.priority, None)
+
     async def _advance(self, run_id: uuid.UUID, budget: float | None) -> Outcome | None:
         """None: advancing failed here; the sweeper carries the run on later."""
         task = asyncio.current_task()
@@ -144,6 +149,10 @@ class LocalExecutor:
             if outcome is Outcome.yielded and not self.engine.stopping.is_set():
                 # its slice is used: back in line, behind whoever waits
                 await self.submit(waiting.run_id, priority=waiting.priority, tenant=waiting.tenant)
+            elif outcome in LEFT_FLIGHT:
+                await release_held(
+                    self.store, waiting.tenant, self.settings.tenant_concurrency, self._hand_over
+                )
 
     async def _sweep(self, first: bool) -> None:
         """Queue here the runs nobody holds (all of them on this process's first sweep),
@@ -157,6 +166,8 @@ class LocalExecutor:
             self.settings.redispatch_after, everything=first, limit=500
         ):
             await self.submit(found.id, priority=found.priority, tenant=found.tenant)
+        # the tenants whose runs ended in a process now gone
+        await release_all_held(self.store, self.settings.tenant_concurrency, self._hand_over)
 
     async def stop(self) -> None:
         """Stop taking runs; in-flight ones stop at their next checkpoint and release.

@@ -28,12 +28,16 @@ router = APIRouter(tags=["runs"], route_class=LeanRoute)
 
 
 def _control(state: AppState) -> RunControl:
-    return RunControl(state.store, max_store_bytes=state.settings.max_store_bytes)
+    return RunControl(
+        state.store,
+        max_store_bytes=state.settings.max_store_bytes,
+        tenant_limit=state.settings.tenant_concurrency,
+    )
 
 
 async def _queued_again(state: AppState, row: Any) -> None:
     """A run queued again goes to the executor now (the sweeper would, later)."""
-    if row["status"] == "queued":
+    if row["status"] == "queued" and not row["held"]:
         await state.executor.submit(
             row["id"], priority=row["priority"], queue=row["queue"], tenant=row["tenant"]
         )

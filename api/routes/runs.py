@@ -189,7 +189,9 @@ async def create_run(
     if created:
         RUNS_CREATED.labels(spec.name).inc()
         state.admission.admitted(principal.tenant)
-        if mode == "inline":
+        if row["held"]:
+            pass  # its tenant's turn comes when one of its runs in flight ends
+        elif mode == "inline":
             budget = wait if wait > 0 else state.settings.inline_budget
             wait = budget
             await state.executor.run_inline(
@@ -247,6 +249,7 @@ def plan_run(
         run_timeout=spec.run_timeout,
         current_node=spec.start_node,
         trigger={"type": "api"},
+        tenant_limit=state.settings.tenant_concurrency,
     )
     return spec, new
 

@@ -33,7 +33,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_runs_held",
         "runs",
-        ["tenant", "priority", "id"],
+        ["tenant", sa.text("priority DESC"), "id"],
         postgresql_where=sa.text(HELD),
         sqlite_where=sa.text(HELD),
     )
