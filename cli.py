@@ -36,6 +36,8 @@ app.add_typer(runs_app, name="runs")
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 new_app = typer.Typer(help="Start new code from a template.", no_args_is_help=True)
+tenants_app = typer.Typer(help="Tenants: their limit of runs in flight.", no_args_is_help=True)
+app.add_typer(tenants_app, name="tenants")
 app.add_typer(new_app, name="new")
 console = Console()
 err = Console(stderr=True)
@@ -863,6 +865,55 @@ async def control_run(
         return row
     finally:
         await db.close()
+
+
+# --- tenants: their share of capacity (TENANT_CONCURRENCY) ---
+
+
+@tenants_app.command("limit")
+def tenants_limit(
+    tenant: Annotated[str, typer.Argument(help="The tenant")],
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, max=1_000_000, help="Set its runs in flight")
+    ] = None,
+    reset: Annotated[bool, typer.Option(help="Back to POCKETRUN_TENANT_CONCURRENCY")] = False,
+) -> None:
+    """Show a tenant's limit of runs in flight and its load; set or reset its override."""
+    if concurrency is not None and reset:
+        raise typer.BadParameter("give --concurrency or --reset, not both")
+    settings = _settings()
+
+    async def main() -> tuple[Any, int, int]:
+        from db.audit import AuditRecord, AuditRepository
+
+        db = await _open(settings)
+        try:
+            if concurrency is not None or reset:
+                await db.set_tenant_limit(tenant, concurrency, "cli")
+                await AuditRepository(db).record(
+                    AuditRecord(
+                        tenant=tenant,
+                        principal="cli",
+                        role="admin",
+                        action="tenant.limits",
+                        target=tenant,
+                        status=200,
+                        detail={"source": "cli", "concurrency": concurrency},
+                    )
+                )
+            override = await db.tenant_limit(tenant)
+            in_flight, held = await db.tenant_load(tenant)
+            return override, in_flight, held
+        finally:
+            await db.close()
+
+    override, in_flight, held = asyncio.run(main())
+    limit = override["concurrency"] if override else settings.tenant_concurrency
+    source = f"set by {override['updated_by']}" if override else "POCKETRUN_TENANT_CONCURRENCY"
+    console.print(
+        f"tenant [bold]{tenant}[/bold]: {limit} runs in flight ({source}); "
+        f"{in_flight} in flight, {held} held"
+    )
 
 
 # --- API keys: the CLI acts on the database, so a new key works at once ---

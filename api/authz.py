@@ -35,6 +35,8 @@ class Permission(StrEnum):
     key_read = "keys:read"
     key_revoke = "keys:revoke"
     audit_read = "audit:read"
+    tenant_read = "tenants:read"  # a tenant's limit of runs in flight and its load
+    tenant_limit = "tenants:limits"  # override it (a cross-tenant admin only)
 
     @property
     def audit_action(self) -> str | None:
@@ -51,6 +53,7 @@ _AUDITED = {
     Permission.flow_register: "flow.register",
     Permission.key_create: "key.create",
     Permission.key_revoke: "key.revoke",
+    Permission.tenant_limit: "tenant.limits",
 }
 
 P = Permission
@@ -58,6 +61,7 @@ _CATALOG = {P.flow_read}
 _OWN_RUNS = {P.run_start, P.run_read, P.run_cancel, P.run_resume}
 _ALL_RUNS = {P.run_read, P.run_cancel, P.run_resume, P.run_retry, P.run_control}
 _RUN_INTERNALS = {P.run_internals}  # DESIGN.md section 10: never consumers
+_TENANT = {P.tenant_read}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     # consumer: read catalog; start runs; read, cancel, resume its own
@@ -65,10 +69,10 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     # operator: read catalog; read, cancel, resume, retry, replay, pause and unpause all
     # runs of the tenant, and
     # see their internals (tracebacks, step deltas, the shared store)
-    Role.operator: frozenset(_CATALOG | _ALL_RUNS | _RUN_INTERNALS),
+    Role.operator: frozenset(_CATALOG | _ALL_RUNS | _RUN_INTERNALS | _TENANT),
     # engineer: as operator, plus flow internals and registration
     Role.engineer: frozenset(
-        _CATALOG | _ALL_RUNS | _RUN_INTERNALS | {P.flow_internals, P.flow_register}
+        _CATALOG | _ALL_RUNS | _RUN_INTERNALS | _TENANT | {P.flow_internals, P.flow_register}
     ),
     # admin: everything, including keys and the audit log
     Role.admin: frozenset(Permission),

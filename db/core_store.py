@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql import ColumnElement, Select
+from sqlalchemy.sql import ColumnElement, Select, TextClause
 
 from core.errors import InvalidInput
 from core.ids import uuid7, uuid7_bound
@@ -644,9 +644,14 @@ class CoreStore(RunStore):
                 .order_by(runs.c.priority.desc(), runs.c.id)
                 .limit(room)
             )
+            # picked first, then updated by id: as a LIMIT subquery of the UPDATE,
+            # PostgreSQL may evaluate the pick once per row it scans
+            picked = [row.id for row in await conn.execute(pick)]
+            if not picked:
+                return []
             result = await conn.execute(
                 update(runs)
-                .where(runs.c.id.in_(pick.scalar_subquery()), _HELD)
+                .where(runs.c.id.in_(picked), _HELD)
                 .values(held=False, dispatched_at=self._now())
                 .returning(runs.c.id, runs.c.queue, runs.c.priority, runs.c.tenant)
             )
@@ -658,6 +663,34 @@ class CoreStore(RunStore):
         async with self.sa.read() as conn:
             rows = await conn.execute(select(runs.c.tenant).where(_HELD).distinct())
             return [r.tenant for r in rows]
+
+    async def tenant_limit(self, tenant: str) -> Mapping[str, Any] | None:
+        query = select(
+            tenant_limits.c.concurrency, tenant_limits.c.updated_at, tenant_limits.c.updated_by
+        ).where(tenant_limits.c.tenant == tenant)
+        async with self.sa.read() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return dict(row) if row is not None else None
+
+    async def set_tenant_limit(self, tenant: str, concurrency: int | None, by: str) -> None:
+        async with self.sa.write() as conn:
+            await self.serialize(conn, f"tenant:{tenant}")
+            await conn.execute(delete(tenant_limits).where(tenant_limits.c.tenant == tenant))
+            if concurrency is not None:
+                await conn.execute(
+                    insert(tenant_limits).values(
+                        tenant=tenant, concurrency=concurrency, updated_at=utcnow(), updated_by=by
+                    )
+                )
+
+    async def tenant_load(self, tenant: str) -> tuple[int, int]:
+        def count(where: TextClause) -> Select:
+            return select(func.count()).select_from(runs).where(runs.c.tenant == tenant, where)
+
+        async with self.sa.read() as conn:
+            in_flight = (await conn.execute(count(_IN_FLIGHT))).scalar_one()
+            held = (await conn.execute(count(_HELD))).scalar_one()
+        return in_flight, held
 
     @staticmethod
     async def _limit_of(conn: AsyncConnection, tenant: str, default_limit: int) -> int:

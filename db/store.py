@@ -316,6 +316,19 @@ class RunStore(ABC):
         """The tenants that have runs held back."""
 
     @abstractmethod
+    async def tenant_limit(self, tenant: str) -> Mapping[str, Any] | None:
+        """The tenant's override of TENANT_CONCURRENCY (concurrency, updated_at,
+        updated_by), or None."""
+
+    @abstractmethod
+    async def set_tenant_limit(self, tenant: str, concurrency: int | None, by: str) -> None:
+        """Set the tenant's override; None removes it."""
+
+    @abstractmethod
+    async def tenant_load(self, tenant: str) -> tuple[int, int]:
+        """The tenant's runs (in flight, held)."""
+
+    @abstractmethod
     async def take_orphans(
         self, redispatch_after: float, *, everything: bool = False, limit: int = 1000
     ) -> list[Dispatch]:
