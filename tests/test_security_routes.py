@@ -59,6 +59,15 @@ TABLE: dict[tuple[str, str], tuple[Permission, dict[str, Any]]] = {
         Permission.key_revoke,
         {"consumer": DENIED, "operator": DENIED, "engineer": DENIED},
     ),
+    ("GET", "/v1/tenants/{tenant}/limits"): (Permission.tenant_read, {"consumer": DENIED}),
+    ("PUT", "/v1/tenants/{tenant}/limits"): (
+        Permission.tenant_limit,
+        {"consumer": DENIED, "operator": DENIED, "engineer": DENIED},
+    ),
+    ("DELETE", "/v1/tenants/{tenant}/limits"): (
+        Permission.tenant_limit,
+        {"consumer": DENIED, "operator": DENIED, "engineer": DENIED},
+    ),
     ("GET", "/v1/audit"): (
         Permission.audit_read,
         {"consumer": DENIED, "operator": DENIED, "engineer": DENIED},
@@ -104,7 +113,9 @@ def test_the_table_covers_every_route_and_each_declares_its_permission() -> None
 
 def _request(client: httpx.Client, key: tuple[str, str], ids: dict[str, str]) -> httpx.Response:
     method, path = key
-    url = path.format(flow="hello", run_id=ids["run"], key_id=ids["spare_key"], seq=1)
+    url = path.format(
+        flow="hello", run_id=ids["run"], key_id=ids["spare_key"], seq=1, tenant="default"
+    )
     body = None
     if key == ("POST", "/v1/flows/{flow}/runs"):
         body = {"input": {"name": "table"}}
@@ -120,6 +131,8 @@ def _request(client: httpx.Client, key: tuple[str, str], ids: dict[str, str]) ->
         body = {"payload": {}}  # allowed callers get past authorization: the run is not waiting
     elif key == ("POST", "/v1/runs/{run_id}/replay"):
         body = {"from_seq": 1}
+    elif key == ("PUT", "/v1/tenants/{tenant}/limits"):
+        body = {"concurrency": 100}
     elif key == ("POST", "/v1/runs/{run_id}/migrate"):
         body = {"version": "1"}  # allowed callers get past authorization: the run finished
     return client.request(method, url, json=body)

@@ -1,7 +1,7 @@
 """A tenant's limit of runs in flight (``TENANT_CONCURRENCY``) and its load.
 
-Operators and engineers read their own tenant's; a cross-tenant admin reads any and
-overrides one tenant's limit. A tenant's own admin cannot raise its own share.
+Operators, engineers and admins read their own tenant's; an admin sets (or resets) its
+own tenant's limit, a cross-tenant admin any tenant's. Other tenants' are 404.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from api.openapi import errors
 from api.routes.keys import TENANT_PATTERN
 from api.routing import LeanRoute
 from api.serialize import json_response
-from core.errors import Forbidden, NotFound
+from core.errors import NotFound
 from core.principal import Principal
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"], route_class=LeanRoute)
@@ -80,11 +80,6 @@ async def get_tenant_limits(
     return await _limit_response(request, tenant)
 
 
-def _cross_tenant(principal: Principal, tenant: str) -> None:
-    if not principal.cross_tenant:
-        raise Forbidden(f"only a cross-tenant admin sets the limit of tenant '{tenant}'")
-
-
 @router.put(
     "/{tenant}/limits",
     operation_id="setTenantLimits",
@@ -98,7 +93,7 @@ async def set_tenant_limits(
     request: Request,
     principal: Annotated[Principal, Requires(Permission.tenant_limit)],
 ) -> Response:
-    _cross_tenant(principal, tenant)
+    _visible(principal, tenant)
     await app_state(request).store.set_tenant_limit(tenant, body.concurrency, principal.subject)
     return await _limit_response(request, tenant)
 
@@ -115,6 +110,6 @@ async def reset_tenant_limits(
     request: Request,
     principal: Annotated[Principal, Requires(Permission.tenant_limit)],
 ) -> Response:
-    _cross_tenant(principal, tenant)
+    _visible(principal, tenant)
     await app_state(request).store.set_tenant_limit(tenant, None, principal.subject)
     return await _limit_response(request, tenant)
