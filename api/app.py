@@ -14,7 +14,7 @@ from api.admission import Admission
 from api.cluster import end_with_supervisor
 from api.draining import Drain
 from api.middleware import RequestMiddleware
-from api.routes import catalog, control, events, flows, health, runs, tenants
+from api.routes import cache, catalog, control, events, flows, health, runs, tenants
 from api.security import start_security
 from api.state import AppState
 from core.logging import configure_logging
@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(control.router)
     app.include_router(events.router)
     app.include_router(tenants.router)
+    app.include_router(cache.router)
     hardening.install(app, settings)  # keys and audit routes, security middleware, CORS
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
     tracing.install(app)

@@ -36,7 +36,8 @@ class Permission(StrEnum):
     key_revoke = "keys:revoke"
     audit_read = "audit:read"
     tenant_read = "tenants:read"  # a tenant's limit of runs in flight and its load
-    tenant_limit = "tenants:limits"  # override it (a cross-tenant admin only)
+    tenant_limit = "tenants:limits"  # override it (admins)
+    cache_clear = "cache:clear"  # drop node cache entries of the tenant's flows
 
     @property
     def audit_action(self) -> str | None:
@@ -54,6 +55,7 @@ _AUDITED = {
     Permission.key_create: "key.create",
     Permission.key_revoke: "key.revoke",
     Permission.tenant_limit: "tenant.limits",
+    Permission.cache_clear: "cache.clear",
 }
 
 P = Permission
@@ -61,7 +63,7 @@ _CATALOG = {P.flow_read}
 _OWN_RUNS = {P.run_start, P.run_read, P.run_cancel, P.run_resume}
 _ALL_RUNS = {P.run_read, P.run_cancel, P.run_resume, P.run_retry, P.run_control}
 _RUN_INTERNALS = {P.run_internals}  # DESIGN.md section 10: never consumers
-_TENANT = {P.tenant_read}
+_TENANT = {P.tenant_read, P.cache_clear}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     # consumer: read catalog; start runs; read, cancel, resume its own

@@ -238,6 +238,9 @@ class StepOut(BaseModel):
         description="What the step did to the shared store: on one step, and on the list "
         "with ?include=delta; null otherwise",
     )
+    cached: bool = Field(
+        default=False, description="Served from the node cache: the node's exec did not run"
+    )
 
 
 class StateOut(BaseModel):

@@ -103,6 +103,7 @@ def step_data(
         "error": error_data(row["error"], debug=debug),
         "delta": public_delta(row["delta"]) if delta else None,
         "output": final_chunks(row["output"]) if row.get("output") else None,
+        "cached": bool(row.get("cached")),
     }
 
 

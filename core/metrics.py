@@ -47,3 +47,6 @@ DENIALS_UNAUDITED = Counter(
     "pocketrun_audit_denials_dropped_total",
     "Refused calls (401, 403) not written to the audit log: over its per-process budget",
 )
+NODE_CACHE = Counter(
+    "pocketrun_node_cache_total", "Node cache lookups and writes", ["result"]
+)  # hit, miss, error

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql import ColumnElement, Select, TextClause
+from sqlalchemy.sql import ColumnElement, Select
 
 from core.errors import InvalidInput
 from core.ids import uuid7, uuid7_bound
@@ -43,6 +43,7 @@ from db.models import (
     flows,
     idempotency_keys,
     locks,
+    node_cache,
     runs,
     steps,
     tenant_limits,
@@ -107,6 +108,7 @@ STEP_COLUMNS = [
     steps.c.worker,
     steps.c.error,
     steps.c.output,
+    steps.c.cached,
 ]
 
 # The statuses written out, not bound: SQLite uses a partial index (ix_runs_unfinished) only
@@ -116,6 +118,7 @@ _UNFINISHED = runs.c.status.in_([literal_column(repr(status)) for status in CLAI
 # Spelled as the partial indexes of migration 0012 are, so that SQLite uses them.
 _IN_FLIGHT = text(IN_FLIGHT)
 _HELD = text(HELD)
+
 
 _MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
@@ -150,6 +153,12 @@ class CoreStore(RunStore):
     def _for_update(self, query: Select) -> Select:
         """Row locks the sweeper takes so that two sweepers never pick the same run."""
         return query
+
+    _in_flight_from = "runs"  # SQLite names the partial index its planner would not pick
+
+    def _in_flight_count(self, tenant: str) -> Select:
+        where = text(f"tenant = :tenant AND {IN_FLIGHT}").bindparams(tenant=tenant)
+        return select(func.count()).select_from(text(self._in_flight_from)).where(where)
 
     async def serialize(self, conn: AsyncConnection, name: str) -> None:
         """Within ``conn``'s transaction, wait for others serialized on ``name``."""
@@ -632,9 +641,7 @@ class CoreStore(RunStore):
         async with self.sa.write() as conn:
             await self.serialize(conn, f"tenant:{tenant}")
             limit = await self._limit_of(conn, tenant, default_limit)
-            in_flight = (
-                select(func.count()).select_from(runs).where(runs.c.tenant == tenant, _IN_FLIGHT)
-            )
+            in_flight = self._in_flight_count(tenant)
             room = limit - (await conn.execute(in_flight)).scalar_one()
             if room <= 0:
                 return []
@@ -684,12 +691,10 @@ class CoreStore(RunStore):
                 )
 
     async def tenant_load(self, tenant: str) -> tuple[int, int]:
-        def count(where: TextClause) -> Select:
-            return select(func.count()).select_from(runs).where(runs.c.tenant == tenant, where)
-
+        held_count = select(func.count()).select_from(runs).where(runs.c.tenant == tenant, _HELD)
         async with self.sa.read() as conn:
-            in_flight = (await conn.execute(count(_IN_FLIGHT))).scalar_one()
-            held = (await conn.execute(count(_HELD))).scalar_one()
+            in_flight = (await conn.execute(self._in_flight_count(tenant))).scalar_one()
+            held = (await conn.execute(held_count)).scalar_one()
         return in_flight, held
 
     @staticmethod
@@ -697,6 +702,43 @@ class CoreStore(RunStore):
         override = select(tenant_limits.c.concurrency).where(tenant_limits.c.tenant == tenant)
         found = (await conn.execute(override)).scalar_one_or_none()
         return default_limit if found is None else found
+
+    async def cache_get(self, tenant: str, flow: str, node: str, key: str) -> tuple[bool, Any]:
+        c = node_cache.c
+        query = select(c.value).where(
+            c.tenant == tenant,
+            c.flow == flow,
+            c.node == node,
+            c.key == key,
+            c.expires_at > utcnow(),
+        )
+        async with self.sa.read() as conn:
+            row = (await conn.execute(query)).first()
+        return (True, row.value) if row is not None else (False, None)
+
+    async def cache_put(
+        self, tenant: str, flow: str, node: str, key: str, value: Any, ttl: float
+    ) -> None:
+        row = {
+            "tenant": tenant,
+            "flow": flow,
+            "node": node,
+            "key": key,
+            "value": value,
+            "expires_at": utcnow() + timedelta(seconds=ttl),
+        }
+        keys = ["tenant", "flow", "node", "key"]
+        async with self.sa.write() as conn:
+            await conn.execute(self._upsert(node_cache, [row], keys, ["value", "expires_at"]))
+
+    async def cache_clear(self, tenant: str, flow: str, key: str | None = None) -> int:
+        c = node_cache.c
+        where = [c.tenant == tenant, c.flow == flow]
+        if key is not None:
+            where.append(c.key == key)
+        async with self.sa.write() as conn:
+            result = await conn.execute(delete(node_cache).where(*where))
+        return result.rowcount
 
     async def take_orphans(
         self, redispatch_after: float, *, everything: bool = False, limit: int = 1000

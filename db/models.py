@@ -323,3 +323,25 @@ class TenantLimit(Base):
 
 
 tenant_limits = TenantLimit.__table__
+
+
+# --- node result caching (migration 0013) -------------------------------------------------
+
+# Served from the node cache: exec did not run for this step.
+Step.cached = mapped_column(Boolean, nullable=False, default=False, server_default=text("false"))
+
+
+class NodeCacheEntry(Base):
+    """An ``exec`` result kept for a node that opted in, per tenant, until ``expires_at``."""
+
+    __tablename__ = "node_cache"
+
+    tenant: Mapped[str] = mapped_column(String(100), primary_key=True)
+    flow: Mapped[str] = mapped_column(String(100), primary_key=True)
+    node: Mapped[str] = mapped_column(String(500), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+node_cache = NodeCacheEntry.__table__

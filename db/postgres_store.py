@@ -58,7 +58,7 @@ UPDATE runs SET lease_owner = $2, lease_expires_at = now() + make_interval(secs 
 WHERE id = $1 AND status IN ('queued', 'running')
     AND (lease_owner IS NULL OR lease_expires_at < now() OR lease_owner = $2)
 RETURNING id, flow, flow_version, graph_hash, status, seq, cursor, state, state_seq, input,
-    deliveries, cancel_requested, deadline_at, history_bytes, pause_requested, now()
+    deliveries, cancel_requested, deadline_at, history_bytes, pause_requested, now(), tenant
 """
 
 # -- get_run / run_version: point reads by id
@@ -259,6 +259,7 @@ class PostgresStore(CoreStore):
                 step.cursor,
                 step.next_node,
                 step.output,
+                step.cached,
             ]
         async with self._connections.connection() as conn:
             row = await conn.fetchrow(sql, *args)

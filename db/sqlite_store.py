@@ -46,9 +46,11 @@ INSERT INTO runs (id, tenant, principal, flow, flow_version, graph_hash, status,
 VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, 0, 0, ?, ?, ?, ?, ?, ?)
 """
 
-# -- tenant_full: whether a tenant has its limit of runs in flight (ix_runs_in_flight)
+# -- tenant_full: whether a tenant has its limit of runs in flight (ix_runs_in_flight:
+# without statistics SQLite prefers (tenant, status), walking a flood's held runs too)
+IN_FLIGHT_FROM = "runs INDEXED BY ix_runs_in_flight"
 TENANT_FULL = f"""
-SELECT (SELECT count(*) FROM runs WHERE tenant = :tenant AND {IN_FLIGHT})
+SELECT (SELECT count(*) FROM {IN_FLIGHT_FROM} WHERE tenant = :tenant AND {IN_FLIGHT})
     >= coalesce((SELECT concurrency FROM tenant_limits WHERE tenant = :tenant), :limit)
 """
 
@@ -60,14 +62,14 @@ UPDATE runs SET lease_owner = :owner, lease_expires_at = :expires,
 WHERE id = :id AND status IN ('queued', 'running')
     AND (lease_owner IS NULL OR lease_expires_at < :now OR lease_owner = :owner)
 RETURNING id, flow, flow_version, graph_hash, status, seq, cursor, state, state_seq, input,
-    deliveries, cancel_requested, deadline_at, history_bytes, pause_requested
+    deliveries, cancel_requested, deadline_at, history_bytes, pause_requested, tenant
 """
 
 # -- insert_step: the step a checkpoint commits (only after its fenced UPDATE held)
 INSERT_STEP = """
 INSERT INTO steps (run_id, seq, node, status, attempts, action, started_at, finished_at,
-    duration_ms, worker, error, delta, cursor, next_node, output)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    duration_ms, worker, error, delta, cursor, next_node, output, cached)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 # -- purge_runs: which of the runs (a JSON array of ids) are finished and ended before the
@@ -180,6 +182,7 @@ def _run_row(raw: tuple[Any, ...]) -> dict[str, Any]:
 
 class SqliteStore(CoreStore):
     multi_host = False  # one file, one machine
+    _in_flight_from = IN_FLIGHT_FROM
 
     def __init__(self, sa: Database) -> None:
         super().__init__(sa)
@@ -336,6 +339,7 @@ class SqliteStore(CoreStore):
             _read_time(raw[12]),
             raw[13],
             bool(raw[14]),
+            raw[16],
             raw[15],
         )
 
@@ -423,4 +427,5 @@ def _step_params(run_id: uuid.UUID, step: StepRecord) -> tuple[Any, ...]:
         _json(step.cursor),
         step.next_node,
         _json(step.output),
+        step.cached,
     )

@@ -95,6 +95,7 @@ class Claimed:
     history_bytes: int  # what the run's step rows keep so far (deltas and cursors)
     pause_requested: bool
     now: datetime  # the database's clock at the claim
+    tenant: str = "default"
 
 
 @dataclass(slots=True)
@@ -113,6 +114,7 @@ class StepRecord:
     next_node: str | None = None
     history_bytes: int = 0  # the bytes of delta and cursor, added to the run's total
     output: Any = None  # the stream events the node emitted (core/events.py), or None
+    cached: bool = False  # exec's result came from the node cache
 
     @property
     def duration_ms(self) -> float:
@@ -327,6 +329,21 @@ class RunStore(ABC):
     @abstractmethod
     async def tenant_load(self, tenant: str) -> tuple[int, int]:
         """The tenant's runs (in flight, held)."""
+
+    # --- node result caching (nodes that opt in; Redis keeps them instead when it is up) --
+
+    @abstractmethod
+    async def cache_get(self, tenant: str, flow: str, node: str, key: str) -> tuple[bool, Any]:
+        """(True, value) for an entry that has not expired; (False, None) otherwise."""
+
+    @abstractmethod
+    async def cache_put(
+        self, tenant: str, flow: str, node: str, key: str, value: Any, ttl: float
+    ) -> None: ...
+
+    @abstractmethod
+    async def cache_clear(self, tenant: str, flow: str, key: str | None = None) -> int:
+        """Remove the flow's entries (only ``key``'s, if given); how many went."""
 
     @abstractmethod
     async def take_orphans(

@@ -375,13 +375,6 @@ def test_bad_input_against_existing_runs(server: Server) -> None:
             Case("id in upper case braces", "GET", f"/v1/runs/{{{run_id.upper()}}}x", 404),
             Case("cancel finished", "POST", f"/v1/runs/{run_id}/cancel", 409),
             Case(
-                "steps cursor past a 32-bit seq",
-                "GET",
-                f"/v1/runs/{run_id}/steps?cursor=3466251108",
-                422,
-                paths=("query.cursor",),
-            ),
-            Case(
                 "replay, other body",
                 "POST",
                 "/v1/flows/hello/runs",
@@ -402,6 +395,8 @@ def test_bad_input_against_existing_runs(server: Server) -> None:
         failures = [f for case in cases for f in check(case, send(client, case))]
         assert not failures, "\n".join(failures)
         assert len(client.get("/v1/runs").json()["items"]) == 2
-        last = client.get(f"/v1/runs/{run_id}/steps", params={"cursor": 2**31 - 1})
-        assert last.json() == {"items": [], "next_cursor": None}, last.text
+        for past in (2**31 - 1, 3466251108, 9999999999):  # past a 32-bit seq: no overflow 500
+            last = client.get(f"/v1/runs/{run_id}/steps", params={"cursor": past})
+            assert last.status_code == 200, last.text
+            assert last.json() == {"items": [], "next_cursor": None}, last.text
         assert client.get(f"/v1/runs/{run_id}").json()["status"] == "succeeded"

@@ -56,6 +56,16 @@ OPERATIONS: dict[tuple[str, str], tuple[str, set[str]]] = {
     ("get", "/v1/keys"): ("listKeys", SECURED | {"200", "403", "422"}),
     ("delete", "/v1/keys/{key_id}"): ("revokeKey", SECURED | {"200", "403", "404", "422"}),
     ("get", "/v1/audit"): ("listAudit", SECURED | {"200", "403", "422"}),
+    ("delete", "/v1/cache"): ("clearNodeCache", SECURED | {"200", "403", "404"}),
+    ("get", "/v1/tenants/{tenant}/limits"): ("getTenantLimits", SECURED | {"200", "403", "404"}),
+    ("put", "/v1/tenants/{tenant}/limits"): (
+        "setTenantLimits",
+        SECURED | {"200", "400", "403", "404", "415"},
+    ),
+    ("delete", "/v1/tenants/{tenant}/limits"): (
+        "resetTenantLimits",
+        SECURED | {"200", "403", "404"},
+    ),
     ("get", "/healthz"): ("healthz", OPEN | {"200"}),
     ("get", "/readyz"): ("readyz", OPEN | {"200", "503"}),
     ("get", "/metrics"): ("metrics", OPEN | {"200"}),

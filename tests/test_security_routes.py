@@ -68,6 +68,7 @@ TABLE: dict[tuple[str, str], tuple[Permission, dict[str, Any]]] = {
         Permission.tenant_limit,
         {"consumer": DENIED, "operator": DENIED, "engineer": DENIED},
     ),
+    ("DELETE", "/v1/cache"): (Permission.cache_clear, {"consumer": DENIED}),
     ("GET", "/v1/audit"): (
         Permission.audit_read,
         {"consumer": DENIED, "operator": DENIED, "engineer": DENIED},
@@ -116,6 +117,8 @@ def _request(client: httpx.Client, key: tuple[str, str], ids: dict[str, str]) ->
     url = path.format(
         flow="hello", run_id=ids["run"], key_id=ids["spare_key"], seq=1, tenant="default"
     )
+    if key == ("DELETE", "/v1/cache"):
+        url += "?flow=hello"
     body = None
     if key == ("POST", "/v1/flows/{flow}/runs"):
         body = {"input": {"name": "table"}}

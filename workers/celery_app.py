@@ -42,6 +42,7 @@ from flows.registry import load_flows, loaded_flows
 from workers.dispatch import PRIORITY_SEP, PRIORITY_STEPS, TASK_NAME, Dispatcher, redis_client
 from workers.distributed import Advancer, release_held_runs
 from workers.engine import RunEngine, default_worker_name
+from workers.node_cache import node_cache
 from workers.redis_events import RedisEvents
 from workers.redis_store import RedisStore
 from workers.supervisor import Registration, Supervisor
@@ -179,6 +180,7 @@ class WorkerProcess:
             on_commit=self.live.notify if self.live is not None else None,
             store_sync=self.live,
             events=self.events,
+            cache=node_cache(settings),
         )
         self.advancer = Advancer(self.engine, Dispatcher(self.broker), self.registry, settings)
         self.heartbeat = Heartbeat(self)

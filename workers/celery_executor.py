@@ -27,6 +27,7 @@ from workers.dispatch import Dispatcher, redis_client
 from workers.distributed import Advancer
 from workers.engine import RunEngine, default_worker_name
 from workers.fair_queue import FairQueue, Waiting
+from workers.node_cache import node_cache
 from workers.redis_events import RedisEvents
 from workers.redis_store import CHANGES_CHANNEL, RedisStore
 from workers.supervisor import Supervisor
@@ -62,6 +63,7 @@ class CeleryExecutor:
             on_commit=self.live.notify if self.live is not None else None,
             store_sync=self.live,
             events=self.events,
+            cache=node_cache(settings),
         )
         self.advancer = Advancer(self.engine, self.dispatcher, registry, settings)
         # Inline runs only: their leases and slots (the workers sweep for everyone).

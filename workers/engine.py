@@ -42,6 +42,7 @@ from workers.cursor import Cursor
 from workers.declared import DeclaredFlows
 from workers.history import History, encoded
 from workers.live import EventSink, LiveStep, step_finished_event
+from workers.node_cache import NodeCache
 from workers.runner import Limits, StepError, StepResult, StepRunner
 from workers.store import SharedStore, StoreError, apply_delta
 from workers.threads import StepThreads
@@ -111,8 +112,10 @@ class RunEngine:
         on_commit: Callable[[uuid.UUID], None] | None = None,
         store_sync: Any | None = None,
         events: EventSink | None = None,
+        cache: NodeCache | None = None,
     ) -> None:
         self.store = store
+        self.cache = cache or NodeCache()  # exec results of nodes that opt in (the store's)
         self.events = events  # where live events go (workers.live); None: nowhere
         # Optional live copy of the stores elsewhere (workers.redis_store.RedisStore):
         # load(claimed, rebuild) -> SharedStore, committed(run_id, old_seq, new_seq, delta,
@@ -205,7 +208,10 @@ class RunEngine:
             k = RESUMED if cursor.wait is not None else RUN_STATUS
             self.events.publish(run_id, Event(event_id(seq + 1, k), RUN_STATUS_EVENT, data))
         inline = spec.sync_nodes == "loop"  # no thread hop; no timeout can cut them short
-        runner = StepRunner(graph, self.threads, str(run_id), clock=now, inline_sync=inline)
+        cache = self.cache.scope(self.store, claimed.tenant, claimed.flow)
+        runner = StepRunner(
+            graph, self.threads, str(run_id), clock=now, inline_sync=inline, cache=cache
+        )
         runner = traced_runner(runner, claimed)
         lease = LeaseRenewal(self.settings.lease_ttl)
         loop = asyncio.get_running_loop()
@@ -293,6 +299,7 @@ class RunEngine:
                     step_delta,
                     history_bytes=step_bytes,
                     output=step_output,
+                    cached=result.cached,
                 )
             else:
                 new_seq, step = seq, None

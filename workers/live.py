@@ -135,5 +135,6 @@ def step_finished_event(step: StepRecord, output: Any, delta: Any) -> Event:
         "error": step.error,
         "output": output,
         "delta": delta,
+        "cached": step.cached,
     }
     return Event(event_id(step.seq, STEP_FINISHED), STEP_FINISHED_EVENT, {"row": row})

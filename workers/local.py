@@ -29,6 +29,7 @@ from workers.admission import LEFT_FLIGHT, release_all_held, release_held
 from workers.engine import Outcome, RunEngine
 from workers.event_hub import EventHub
 from workers.fair_queue import FairQueue
+from workers.node_cache import node_cache
 from workers.supervisor import Supervisor
 from workers.tracing import remember
 
@@ -61,6 +62,7 @@ class LocalExecutor:
             worker_name=worker_name,
             changes=self.changes,
             events=self.events,
+            cache=node_cache(settings),
         )
         self.supervisor = Supervisor(
             store,

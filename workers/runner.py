@@ -27,6 +27,7 @@ from flows.compiler import ASYNC_KINDS, Graph, Kind, NodeInfo
 from nodes.human import asks_human
 from workers.cursor import Cursor, Frame
 from workers.live import LiveStep
+from workers.node_cache import CacheScope, cache_ttl, entry_key, json_storable
 from workers.threads import StepThreads
 from workers.tracebacks import NodeTraceback, node_traceback
 
@@ -107,6 +108,7 @@ class StepResult:
     extra: dict[str, Any] = field(default_factory=dict)
     waiting: bool = False  # stopped at an AskHuman node after its prep (cursor.wait)
     sleep: float | None = None  # seconds the node asked to sleep (core.context.sleep)
+    cached: bool = False  # exec's result came from the node cache
 
 
 class _Counter:
@@ -228,6 +230,7 @@ class StepRunner:
         *,
         clock: Callable[[], datetime],
         inline_sync: bool = False,
+        cache: CacheScope | None = None,
     ) -> None:
         self.graph = graph
         self.threads = threads
@@ -237,6 +240,8 @@ class StepRunner:
         self.inline_sync = inline_sync
         self._live_flows: dict[str, BaseNode] = {}  # entered flow copies, for their post
         self._sleeps: list[float] = []  # this step's core.context.sleep calls
+        self.cache = cache
+        self._served = False  # this step's exec result came from the node cache
 
     async def _call(
         self,
@@ -303,6 +308,7 @@ class StepRunner:
         started = self.clock()
         key = f"{self.run_key}:{seq}"
         self._sleeps = []
+        self._served = False
         try:
             while cursor.next is None or self.graph[cursor.next].is_container:
                 if cursor.next is None:
@@ -338,7 +344,15 @@ class StepRunner:
             )
         sleep = max(self._sleeps) if self._sleeps else None
         return StepResult(
-            info.id, action, attempts, started, self.clock(), cursor, shared, sleep=sleep
+            info.id,
+            action,
+            attempts,
+            started,
+            self.clock(),
+            cursor,
+            shared,
+            sleep=sleep,
+            cached=self._served,
         )
 
     async def _ask(
@@ -414,11 +428,17 @@ class StepRunner:
         node.set_params(cursor.frames[-1].params)
         is_async = info.kind in ASYNC_KINDS
         counter = _Counter(node, is_async, live)
-        run = node._run_async if is_async else node._run
+        ttl = cache_ttl(node) if self.cache is not None else None
         try:
-            action = await self._call(
-                run, shared, is_async=is_async, limits=limits, key=key, live=live
-            )
+            if ttl is not None and info.kind not in BATCH_KINDS:
+                action = await self._run_cached(
+                    node, info.id, is_async, ttl, shared, key, limits, live
+                )
+            else:
+                run = node._run_async if is_async else node._run
+                action = await self._call(
+                    run, shared, is_async=is_async, limits=limits, key=key, live=live
+                )
         except TimeoutError:
             raise _timed_out(f"node '{info.id}'", info.id, limits, counter.calls) from None
         except StepError:
@@ -433,6 +453,33 @@ class StepRunner:
                 attempts=counter.calls,
             )
         return action, 1 if isinstance(info.obj, Flow) else counter.calls
+
+    async def _run_cached(
+        self,
+        node: BaseNode,
+        node_id: str,
+        is_async: bool,
+        ttl: float,
+        shared: dict[str, Any],
+        key: str,
+        limits: Limits,
+        live: LiveStep | None,
+    ) -> Any:
+        """prep, then exec's result from the cache or from exec (kept for the next time),
+        then post: pocketflow's ``_run`` with a lookup in the middle."""
+        assert self.cache is not None
+        call = {"is_async": is_async, "limits": limits, "key": key, "live": live}
+        prep = await self._call(node.prep_async if is_async else node.prep, shared, **call)
+        digest = entry_key(node, prep)
+        hit, result = await self.cache.get(node_id, digest) if digest else (False, None)
+        if hit:
+            self._served = True
+        else:
+            result = await self._call(node._exec, prep, **call)
+            if digest and json_storable(result):
+                await self.cache.put(node_id, digest, result, ttl)
+        post = node.post_async if is_async else node.post
+        return await self._call(post, shared, prep, result, **call)
 
     async def _enter(
         self, info: NodeInfo, cursor: Cursor, shared: dict[str, Any], limits: Limits

@@ -30,7 +30,7 @@ TenantPath = Annotated[str, Path(pattern=TENANT_PATTERN)]
 class TenantLimitSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    concurrency: int = Field(ge=1, le=1_000_000, strict=True, description="Runs in flight")
+    concurrency: int = Field(ge=1, le=1_000_000, description="Runs in flight")
 
 
 class TenantLimitOut(BaseModel):
@@ -84,7 +84,7 @@ async def get_tenant_limits(
     "/{tenant}/limits",
     operation_id="setTenantLimits",
     response_model=TenantLimitOut,
-    responses=errors(400, 403, 415, 422),
+    responses=errors(400, 403, 404, 415, 422),
     summary="Override TENANT_CONCURRENCY for one tenant (held runs go on within a sweep)",
 )
 async def set_tenant_limits(
@@ -102,7 +102,7 @@ async def set_tenant_limits(
     "/{tenant}/limits",
     operation_id="resetTenantLimits",
     response_model=TenantLimitOut,
-    responses=errors(403, 422),
+    responses=errors(403, 404, 422),
     summary="Remove a tenant's override: TENANT_CONCURRENCY applies again",
 )
 async def reset_tenant_limits(
