@@ -38,6 +38,8 @@ app.add_typer(keys_app, name="keys")
 new_app = typer.Typer(help="Start new code from a template.", no_args_is_help=True)
 tenants_app = typer.Typer(help="Tenants: their limit of runs in flight.", no_args_is_help=True)
 app.add_typer(tenants_app, name="tenants")
+cache_app = typer.Typer(help="The node result cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
 app.add_typer(new_app, name="new")
 console = Console()
 err = Console(stderr=True)
@@ -914,6 +916,34 @@ def tenants_limit(
         f"tenant [bold]{tenant}[/bold]: {limit} runs in flight ({source}); "
         f"{in_flight} in flight, {held} held"
     )
+
+
+# --- the node result cache ---
+
+
+@cache_app.command("clear")
+def cache_clear(
+    flow: Annotated[str, typer.Option(help="The flow whose entries go")],
+    key: Annotated[str | None, typer.Option(help="Only this cache key")] = None,
+    tenant: Annotated[str, typer.Option(help="The tenant")] = "default",
+) -> None:
+    """Drop node cache entries of a flow (in Redis too, when REDIS_URL is set)."""
+    settings = _settings()
+
+    async def main() -> int:
+        from workers.node_cache import node_cache
+
+        db = await _open(settings)
+        cache = node_cache(settings)
+        try:
+            return await cache.clear(db, tenant, flow, key)
+        finally:
+            if cache.redis is not None:
+                await cache.redis.aclose()
+            await db.close()
+
+    removed = asyncio.run(main())
+    console.print(f"removed {removed} cache entr{'y' if removed == 1 else 'ies'} of {flow!r}")
 
 
 # --- API keys: the CLI acts on the database, so a new key works at once ---

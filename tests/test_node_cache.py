@@ -8,6 +8,8 @@ makes it run once more; a dead Redis is a miss, never a failed step.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import redis
 
 from tests import celery_support as cs
 from tests.security_support import bearer, cli_key
-from tests.support import RedisServer, Server, wait_for_run
+from tests.support import BIN, RedisServer, Server, wait_for_run
 
 # fixtures shared by the Celery tests
 pg, redis_server, start_worker = cs.pg, cs.redis_server, cs.start_worker
@@ -134,5 +136,16 @@ def test_workers_share_entries_through_redis(
             assert cleared.json() == {"removed": 1}, cleared.text
             _, step = _run(client, "cached", "x", log)
             assert not step["cached"] and _execs(log) == ["x", "x"]
+            cli = subprocess.run(
+                [str(BIN / "pocketrun"), "cache", "clear", "--flow", "cached"],
+                env={**os.environ, **env},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert cli.returncode == 0, cli.stderr
+            assert "removed 1 cache entry" in cli.stdout, cli.stdout
+            _run(client, "cached", "x", log)
+            assert _execs(log) == ["x", "x", "x"]
     finally:
         server.kill()
