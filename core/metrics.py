@@ -47,3 +47,16 @@ DENIALS_UNAUDITED = Counter(
     "pocketrun_audit_denials_dropped_total",
     "Refused calls (401, 403) not written to the audit log: over its per-process budget",
 )
+
+# --- Circuit breaker (nodes.breaker) ---------------------------------------------------
+BREAKER_TRANSITIONS = Counter(
+    "pocketrun_breaker_transitions_total",
+    "Circuit breaker state changes seen by this process",
+    ["service", "state"],
+)
+BREAKER_OPEN = Gauge(
+    "pocketrun_breaker_open", "1 while this process sees the service's breaker open", ["service"]
+)
+BREAKER_REJECTED = Counter(
+    "pocketrun_breaker_rejected_total", "Calls refused by an open breaker", ["service"]
+)
