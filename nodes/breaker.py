@@ -42,16 +42,16 @@ KEY_TTL_MS = 24 * 3600 * 1000
 
 # KEYS[1] hash, KEYS[2] trial lock; ARGV now, trial lock ms. -> {decision, open_until}
 BEFORE = """
-local until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
-if until == 0 then return {0, '0'} end
-if tonumber(ARGV[1]) < until then return {1, tostring(until)} end
-if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return {2, tostring(until)} end
-return {3, tostring(until)}
+local ou = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
+if ou == 0 then return {0, '0'} end
+if tonumber(ARGV[1]) < ou then return {1, tostring(ou)} end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return {2, tostring(ou)} end
+return {3, tostring(ou)}
 """
 # ARGV now, threshold, reset_after, was trial (0/1), key ttl ms -> open_until if it opened
 FAILURE = """
-local until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
-if until > 0 and ARGV[4] == '0' then return '0' end
+local ou = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
+if ou > 0 and ARGV[4] == '0' then return '0' end
 local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 if ARGV[4] == '1' or failures >= tonumber(ARGV[2]) then
