@@ -275,10 +275,10 @@ def test_a_flow_step_on_a_dead_service_fails_saying_the_circuit_is_open(server_f
     doc = {
         "name": "dead-call",
         "start": "call",
-        "max_retries": 3,
         "nodes": {
             "call": {
                 "type": "http_request",
+                "max_retries": 3,
                 "params": {
                     "url": f"http://127.0.0.1:{port}/x",
                     "timeout": 1,
