@@ -155,7 +155,8 @@ CHILD = """
 import sys
 from core.errors import CircuitOpen
 from nodes.http import HttpRequest
-call = HttpRequest(url=sys.argv[1], timeout=0.5, failure_threshold=3, reset_after=float(sys.argv[2]))
+reset = float(sys.argv[2])
+call = HttpRequest(url=sys.argv[1], timeout=0.5, failure_threshold=3, reset_after=reset)
 try:
     call.run({})
 except CircuitOpen as exc:
