@@ -303,3 +303,40 @@ def test_a_flow_step_on_a_dead_service_fails_saying_the_circuit_is_open(server_f
     assert "circuit open for http://127.0.0.1:" + str(port) in errors[0], errors
     assert "circuit open for http://127.0.0.1:" + str(port) in errors[1], errors
     assert "next trial in" in errors[1]
+
+
+class Flaky(Echo):
+    """Answers 503 (Retry-After: 0) to its first two requests, then 200."""
+
+    def _any(self) -> None:
+        request = self._request()
+        if len(self.seen) <= 2:
+            data = b"{}"
+            self.send_response(503)
+            self.send_header("retry-after", "0")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        self._send(200, {"echo": request})
+
+    do_GET = do_POST = do_PUT = do_DELETE = _any
+
+
+def test_retries_get_past_5xx_and_each_failed_attempt_counts_for_the_breaker(env) -> None:
+    seen: list[dict[str, Any]] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("F", (Flaky,), {"seen": seen}))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        shared: dict[str, Any] = {}
+        node(port, retries=2, backoff=0.01).run(shared)
+        assert shared["response"]["status"] == 200
+        assert len(seen) == 3
+        seen.clear()  # two 503s again: with a threshold of 2 they open the breaker
+        with pytest.raises(CircuitOpen):
+            node(port, retries=5, backoff=0.01, failure_threshold=2).run({})
+        assert len(seen) == 2  # the retries stopped at the open circuit
+    finally:
+        server.shutdown()
+        server.server_close()
