@@ -52,3 +52,24 @@ class FlowDefinitionError(PocketrunError):
     """A flow graph pocketrun can't run; raised at registration."""
 
     status, type, title = 422, "flow-definition", "Unsupported flow shape"
+
+
+# --- Circuit breaker ------------------------------------------------------------------
+
+
+class CircuitOpen(PocketrunError):
+    """A call refused without being made: the service's circuit breaker is open."""
+
+    status, type, title = 503, "circuit-open", "Circuit open"
+
+    def __init__(self, service: str, retry_at: float, *, reason: str = "") -> None:
+        import time
+
+        wait = max(0.0, retry_at - time.time())
+        when = time.strftime("%H:%M:%S", time.gmtime(retry_at))
+        super().__init__(
+            f"circuit open for {service}: {reason or 'it kept failing'}; not called, "
+            f"next trial in {wait:.1f}s (at {when} UTC)"
+        )
+        self.service = service
+        self.retry_at = retry_at

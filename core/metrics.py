@@ -50,3 +50,17 @@ DENIALS_UNAUDITED = Counter(
 NODE_CACHE = Counter(
     "pocketrun_node_cache_total", "Node cache lookups and writes", ["result"]
 )  # hit, miss, error
+
+
+# --- Circuit breaker (nodes.breaker) ---------------------------------------------------
+BREAKER_TRANSITIONS = Counter(
+    "pocketrun_breaker_transitions_total",
+    "Circuit breaker state changes seen by this process",
+    ["service", "state"],
+)
+BREAKER_OPEN = Gauge(
+    "pocketrun_breaker_open", "1 while this process sees the service's breaker open", ["service"]
+)
+BREAKER_REJECTED = Counter(
+    "pocketrun_breaker_rejected_total", "Calls refused by an open breaker", ["service"]
+)
