@@ -91,6 +91,9 @@ class Settings(BaseSettings):
 
     # Distributed execution (EXECUTOR=celery): see workers/celery_app.py.
     broker_url: str | None = None  # default: REDIS_URL
+
+    # Node result caching: see workers/node_cache.py.
+    cache_redis_url: str | None = None  # default: REDIS_URL (none: entries in the run store)
     time_slice: float = Field(default=5.0, gt=0)  # seconds one advance carries a run, then requeue
     task_soft_time_limit: float = Field(default=900.0, gt=0)  # caps one task: slice + last step
     task_time_limit_grace: float = Field(default=30.0, gt=0)  # hard kill this long after the soft

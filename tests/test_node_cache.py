@@ -149,3 +149,29 @@ def test_workers_share_entries_through_redis(
             assert _execs(log) == ["x", "x", "x"]
     finally:
         server.kill()
+
+
+def test_celery_workers_with_their_cache_redis_stopped_still_succeed(
+    pg: str, redis_server, start_worker, tmp_path: Path
+) -> None:
+    cache_redis = RedisServer(tmp_path).start()
+    env = {**cs.worker_env(pg, redis_server.url), **ENV}
+    worker_env = {**ENV, "POCKETRUN_CACHE_REDIS_URL": cache_redis.url}
+    start_worker("cache-down", concurrency=1, env=worker_env).wait_ready()
+    server = Server(pg, env=env, log_path=tmp_path / "server.log").start()
+    log = tmp_path / "execs.log"
+    try:
+        with server.client() as client:
+            for _ in range(2):
+                _, step = _run(client, "cached-async", "d", log)
+            assert step["cached"] and step["worker"] == "cache-down", step
+            assert _execs(log) == ["d"]
+            keys = redis.Redis.from_url(cache_redis.url).keys("pocketrun:cache:*")
+            assert len(keys) == 1, keys  # kept in the cache's own Redis
+            cache_redis.stop()
+            for expected in (2, 3):  # no cache: every run executes on the worker, none fails
+                _, step = _run(client, "cached-async", "d", log)
+                assert not step["cached"] and len(_execs(log)) == expected, step
+    finally:
+        server.kill()
+        cache_redis.stop()

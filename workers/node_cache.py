@@ -131,11 +131,10 @@ class NodeCache:
 
 def node_cache(settings: Settings) -> NodeCache:
     """Redis when the deployment has it, with short timeouts: a dead cache is a miss."""
-    if not settings.redis_url:
+    url = settings.cache_redis_url or settings.redis_url
+    if not url:
         return NodeCache()
-    client = aioredis.Redis.from_url(
-        settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
-    )
+    client = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
     return NodeCache(client)
 
 
