@@ -12,6 +12,7 @@ from api.authz import Permission, Requires
 from api.deps import app_state
 from api.openapi import errors
 from api.routes.keys import TENANT_PATTERN
+from api.routes.runs import FLOW_NAME
 from api.routing import LeanRoute
 from api.serialize import json_response
 from core.errors import NotFound
@@ -34,10 +35,14 @@ class CacheCleared(BaseModel):
 async def clear_node_cache(
     request: Request,
     principal: Annotated[Principal, Requires(Permission.cache_clear)],
-    flow: Annotated[str, Query(min_length=1, max_length=100)],
+    flow: Annotated[str, Query(max_length=100, pattern=FLOW_NAME)],
     key: Annotated[
         str | None,
-        Query(max_length=10_000, description="A node's cache_key (default: prep_res as JSON)"),
+        Query(
+            max_length=2000,
+            pattern=r"^[^\x00]*$",
+            description="A node's cache_key (default: prep_res as JSON)",
+        ),
     ] = None,
     tenant: Annotated[
         str | None, Query(pattern=TENANT_PATTERN, description="Cross-tenant admins only")
