@@ -37,6 +37,8 @@ class Permission(StrEnum):
     audit_read = "audit:read"
     tenant_read = "tenants:read"  # a tenant's limit of runs in flight and its load
     tenant_limit = "tenants:limits"  # override it (a cross-tenant admin only)
+    webhook_read = "webhooks:read"  # a tenant's webhooks and their delivery log
+    webhook_manage = "webhooks:manage"  # subscribe, enable, delete, replay
 
     @property
     def audit_action(self) -> str | None:
@@ -54,6 +56,7 @@ _AUDITED = {
     Permission.key_create: "key.create",
     Permission.key_revoke: "key.revoke",
     Permission.tenant_limit: "tenant.limits",
+    Permission.webhook_manage: "webhook.manage",
 }
 
 P = Permission
@@ -61,7 +64,7 @@ _CATALOG = {P.flow_read}
 _OWN_RUNS = {P.run_start, P.run_read, P.run_cancel, P.run_resume}
 _ALL_RUNS = {P.run_read, P.run_cancel, P.run_resume, P.run_retry, P.run_control}
 _RUN_INTERNALS = {P.run_internals}  # DESIGN.md section 10: never consumers
-_TENANT = {P.tenant_read}
+_TENANT = {P.tenant_read, P.webhook_read, P.webhook_manage}  # webhooks: never consumers
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     # consumer: read catalog; start runs; read, cancel, resume its own

@@ -63,16 +63,19 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 
 
 def note(
-    store: RunStore, run_id: uuid.UUID, event: str, data: Mapping[str, Any] | None = None
+    store: RunStore,
+    run_id: uuid.UUID,
+    events: tuple[str, ...],
+    data: Mapping[str, Any] | None = None,
 ) -> None:
-    """Queue ``event`` of ``run_id`` for its tenant's subscribers, off the caller's path."""
-    task = asyncio.get_running_loop().create_task(_record(store, run_id, event, data))
+    """Queue ``events`` of ``run_id`` for its tenant's subscribers, off the caller's path."""
+    task = asyncio.get_running_loop().create_task(_record(store, run_id, events, data))
     _pending.add(task)
     task.add_done_callback(_pending.discard)
 
 
 async def _record(
-    store: RunStore, run_id: uuid.UUID, event: str, data: Mapping[str, Any] | None
+    store: RunStore, run_id: uuid.UUID, events: tuple[str, ...], data: Mapping[str, Any] | None
 ) -> None:
     try:
         run = await store.get(run_id)
@@ -81,7 +84,8 @@ async def _record(
         body = {k: run.get(k) for k in RUN_FIELDS if k in run}
         if data:
             body.update(data)
-        await sql.record(store, run["tenant"], run["flow"], event, roundtrip(body))
+        for event in events:
+            await sql.record(store, run["tenant"], run["flow"], event, roundtrip(body))
     except Exception as exc:  # never the run's problem
         log.warning("recording a webhook event failed", run_id=str(run_id), error=repr(exc))
 
