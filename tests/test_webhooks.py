@@ -166,7 +166,7 @@ def test_a_due_delivery_survives_a_restart(server_factory) -> None:
         with first.client() as client:
             hook = _subscribe(client, receiver.url)
             _run(client)
-            wait_until(lambda: len(receiver.requests) == 1, message="the first attempt")
+            wait_until(lambda: _log(client, hook["id"]), message="the first attempt's log")
         first.kill()  # the retry was due in ~3 s: only the database remembers it
         second: Server = server_factory(env)
         with second.client() as client:

@@ -26,7 +26,6 @@ import httpx
 import orjson
 import structlog
 
-from core.jsonutil import roundtrip
 from core.settings import Settings
 from db import webhooks as sql
 from db.store import RunStore
@@ -85,7 +84,7 @@ async def _record(
         if data:
             body.update(data)
         for event in events:
-            await sql.record(store, run["tenant"], run["flow"], event, roundtrip(body))
+            await sql.record(store, run["tenant"], run["flow"], event, orjson.loads(orjson.dumps(body, default=str)))
     except Exception as exc:  # never the run's problem
         log.warning("recording a webhook event failed", run_id=str(run_id), error=repr(exc))
 
