@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from tests.security_support import bearer, cli_key
+from tests.security_support import bearer, cli_key, pocketrun
 from tests.support import Server, wait_for_run, wait_until
 from tests.webhook_support import Receiver, verify
 
@@ -175,3 +175,29 @@ def test_a_due_delivery_survives_a_restart(server_factory) -> None:
             )
             assert [a["status_code"] for a in log] == [500, 200]
         assert len(receiver.requests) == 2
+
+
+def test_the_cli_creates_lists_shows_deliveries_replays_and_deletes(server_factory, db_url) -> None:
+    server = server_factory(ALLOW)
+    env = {"POCKETRUN_WEBHOOK_ALLOW_PRIVATE": "false"}
+    refused = pocketrun(
+        db_url, "webhooks", "create", "http://127.0.0.1:9/", "--event", "run.finished", env=env
+    )
+    assert refused.returncode == 2 and "url" in refused.stdout + refused.stderr
+    with Receiver([200]) as receiver, server.client() as client:
+        made = pocketrun(
+            db_url, "webhooks", "create", receiver.url, "--event", "run.finished", env=ALLOW
+        )
+        assert made.returncode == 0, made.stderr
+        hook_id = made.stdout.split()[0]
+        assert "whsec_" in made.stdout
+        assert hook_id in pocketrun(db_url, "webhooks", "list").stdout
+        _run(client)
+        wait_until(lambda: _log(client, hook_id))
+        log = pocketrun(db_url, "webhooks", "deliveries", hook_id)
+        assert log.returncode == 0 and " 200 " in log.stdout, log.stdout
+        delivery_id = log.stdout.split()[1]
+        assert pocketrun(db_url, "webhooks", "replay", hook_id, delivery_id).returncode == 0
+        wait_until(lambda: len(receiver.requests) == 2, message="the replayed delivery")
+        assert pocketrun(db_url, "webhooks", "delete", hook_id).returncode == 0
+        assert pocketrun(db_url, "webhooks", "list").stdout.strip() == ""

@@ -83,8 +83,9 @@ async def _record(
         body = {k: run.get(k) for k in RUN_FIELDS if k in run}
         if data:
             body.update(data)
+        body = orjson.loads(orjson.dumps(body, default=str))
         for event in events:
-            await sql.record(store, run["tenant"], run["flow"], event, orjson.loads(orjson.dumps(body, default=str)))
+            await sql.record(store, run["tenant"], run["flow"], event, body)
     except Exception as exc:  # never the run's problem
         log.warning("recording a webhook event failed", run_id=str(run_id), error=repr(exc))
 
