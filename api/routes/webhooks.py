@@ -78,6 +78,11 @@ class AttemptPage(BaseModel):
     next_cursor: str | None
 
 
+class ReplayOut(BaseModel):
+    delivery_id: uuid.UUID
+    status: str
+
+
 def _bad_url(msg: str) -> InvalidInput:
     error = {"loc": ["body", "url"], "path": "body.url", "msg": msg, "type": "invalid_url"}
     return InvalidInput(f"url: {msg}", errors=[error])
@@ -221,6 +226,7 @@ async def list_deliveries(
 @router.post(
     "/{webhook_id}/deliveries/{delivery_id}/replay",
     operation_id="replayWebhookDelivery",
+    response_model=ReplayOut,
     status_code=202,
     responses=errors(404, 422),
     summary="Send one delivery again",
@@ -235,8 +241,3 @@ async def replay_delivery(
     if not await sql.replay(app_state(request).store, webhook_id, delivery_id):
         raise NotFound(f"delivery '{delivery_id}' not found")
     return json_response(ReplayOut, {"delivery_id": delivery_id, "status": "pending"}, 202)
-
-
-class ReplayOut(BaseModel):
-    delivery_id: uuid.UUID
-    status: str
