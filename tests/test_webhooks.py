@@ -4,10 +4,12 @@ sent to private addresses unless allowed, never in a run's way; both databases."
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from tests import celery_support as cs
 from tests.security_support import bearer, cli_key, pocketrun
 from tests.support import Server, wait_for_run, wait_until
 from tests.webhook_support import Receiver, verify
@@ -201,3 +203,31 @@ def test_the_cli_creates_lists_shows_deliveries_replays_and_deletes(server_facto
         wait_until(lambda: len(receiver.requests) == 2, message="the replayed delivery")
         assert pocketrun(db_url, "webhooks", "delete", hook_id).returncode == 0
         assert pocketrun(db_url, "webhooks", "list").stdout.strip() == ""
+
+
+# --- PostgreSQL with Celery workers: the worker records the outbox rows and sends them ---
+
+pg, redis_server, start_worker = cs.pg, cs.redis_server, cs.start_worker
+
+
+def test_celery_workers_record_and_send_deliveries(
+    pg: str, redis_server, start_worker, tmp_path: Path
+) -> None:
+    start_worker("hook-w", concurrency=2, env=ALLOW).wait_ready()
+    # the API server's own sender sleeps for an hour: only the worker can send
+    api_env = {**cs.worker_env(pg, redis_server.url), **ALLOW, "POCKETRUN_WEBHOOK_POLL": "3600"}
+    server = Server(pg, env=api_env, log_path=tmp_path / "server.log").start()
+    try:
+        with Receiver([500, 200]) as receiver, server.client() as client:
+            hook = _subscribe(client, receiver.url)
+            run = _run(client)
+            log = wait_until(
+                lambda: len(_log(client, hook["id"])) >= 2 and _log(client, hook["id"])
+            )
+            assert [a["status_code"] for a in log] == [500, 200]
+            assert verify(
+                hook["secret"], receiver.requests[-1]["headers"], receiver.requests[-1]["body"]
+            )
+            assert json.loads(receiver.requests[-1]["body"])["data"]["id"] == run["id"]
+    finally:
+        server.kill()
