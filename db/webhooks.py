@@ -143,16 +143,14 @@ async def claim_due(store: RunStore, lease: float, limit: int) -> list[dict[str,
     )
     async with _sa(store).read() as conn:
         candidates = [dict(r) for r in (await conn.execute(query)).mappings()]
-    claimed = []
+    if not candidates:
+        return []
     until = now + timedelta(seconds=lease)
-    async with _sa(store).write() as conn:
-        for row in candidates:  # a conditional update per row: one winner per delivery
-            won = await conn.execute(
-                update(DEL).where(DEL.c.id == row["id"], due).values(lease_until=until)
-            )
-            if won.rowcount:
-                claimed.append(row)
-    return claimed
+    ids = [row["id"] for row in candidates]
+    take = update(DEL).where(DEL.c.id.in_(ids), due).values(lease_until=until)
+    async with _sa(store).write() as conn:  # the due condition again: one winner per delivery
+        won = {r[0] for r in await conn.execute(take.returning(DEL.c.id))}
+    return [{**row, "claimed_at": now} for row in candidates if row["id"] in won]
 
 
 async def finish_attempt(

@@ -137,9 +137,10 @@ class WebhookSender:
         return _sending
 
     async def _send_one(self, delivery: Mapping[str, Any]) -> None:
+        claimed = time.perf_counter()
         async with self.slots:
-            at = await self.store.now()
             began = time.perf_counter()
+            at = delivery["claimed_at"] + timedelta(seconds=began - claimed)  # database clock
             code, error = await self.post(delivery)
             duration_ms = (time.perf_counter() - began) * 1000
             retry_at: datetime | None = None
