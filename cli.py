@@ -40,6 +40,8 @@ tenants_app = typer.Typer(help="Tenants: their limit of runs in flight.", no_arg
 app.add_typer(tenants_app, name="tenants")
 cache_app = typer.Typer(help="The node result cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
+webhooks_app = typer.Typer(help="Outbound webhooks of a tenant.", no_args_is_help=True)
+app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(new_app, name="new")
 console = Console()
 err = Console(stderr=True)
@@ -1085,6 +1087,131 @@ def keys_revoke(
         err.print("key not found")
         raise typer.Exit(1)
     console.print(f"{key_id}: revoked at {row['revoked_at'].isoformat(timespec='seconds')}")
+
+
+# --- webhooks: a tenant's subscriptions and their delivery log ---
+
+_HOOK_TENANT = typer.Option("--tenant", help="The tenant")
+
+
+def _webhooks(work: Callable[[Any], Awaitable[Any]]) -> Any:
+    settings = _settings()
+
+    async def main() -> Any:
+        db = await _open(settings)
+        try:
+            return await work(db)
+        finally:
+            await db.close()
+
+    return asyncio.run(main())
+
+
+def _hook_id(text: str) -> Any:
+    from core.ids import parse_uuid
+
+    parsed = parse_uuid(text)
+    if parsed is None:
+        raise typer.BadParameter(f"{text!r} is not an id")
+    return parsed
+
+
+@webhooks_app.command("list")
+def webhooks_list(tenant: Annotated[str, _HOOK_TENANT] = "default") -> None:
+    """The tenant's webhooks."""
+    from db import webhooks as sql
+
+    rows = _webhooks(lambda db: sql.list_subscriptions(db, tenant, None, 1000))
+    for row in rows:
+        flow = f" flow={row['flow']}" if row["flow"] else ""
+        state = "" if row["enabled"] else " (disabled)"
+        console.print(f"{row['id']}  {row['url']}  {','.join(row['events'])}{flow}{state}")
+
+
+@webhooks_app.command("create")
+def webhooks_create(
+    url: Annotated[str, typer.Argument(help="An http(s) URL")],
+    event: Annotated[list[str], typer.Option(help="run.status, run.waiting or run.finished")],
+    flow: Annotated[str | None, typer.Option(help="Only this flow's runs")] = None,
+    tenant: Annotated[str, _HOOK_TENANT] = "default",
+) -> None:
+    """Subscribe ``url``; prints the signing secret, once."""
+    from db import webhooks as sql
+    from nodes.net import public_address
+    from workers.webhooks import EVENTS, new_secret
+
+    unknown = sorted(set(event) - set(EVENTS))
+    if unknown:
+        raise typer.BadParameter(f"unknown events {unknown}; choose from {list(EVENTS)}")
+    try:
+        public_address(url, allow_private=_settings().webhook_allow_private)
+    except ValueError as exc:
+        _refuse(2, f"url: {exc}".replace("HTTP_ALLOW", "WEBHOOK_ALLOW"))
+    secret = new_secret()
+    row = _webhooks(
+        lambda db: sql.create_subscription(db, tenant, url, sorted(set(event)), flow, secret, "cli")
+    )
+    console.print(f"{row['id']}\nsecret (shown once): {secret}")
+
+
+@webhooks_app.command("delete")
+def webhooks_delete(
+    webhook_id: Annotated[str, typer.Argument(help="The webhook's id")],
+    tenant: Annotated[str, _HOOK_TENANT] = "default",
+) -> None:
+    """Delete a webhook and its pending deliveries."""
+    from db import webhooks as sql
+
+    if not _webhooks(lambda db: sql.delete_subscription(db, tenant, _hook_id(webhook_id))):
+        _refuse(1, "webhook not found")
+    console.print(f"{webhook_id}: deleted")
+
+
+@webhooks_app.command("deliveries")
+def webhooks_deliveries(
+    webhook_id: Annotated[str, typer.Argument(help="The webhook's id")],
+    tenant: Annotated[str, _HOOK_TENANT] = "default",
+) -> None:
+    """The delivery log: every attempt, oldest first."""
+    from db import webhooks as sql
+
+    sub_id = _hook_id(webhook_id)
+
+    async def work(db: Any) -> Any:
+        if await sql.get_subscription(db, tenant, sub_id) is None:
+            return None
+        return await sql.attempts(db, sub_id, None, 1000)
+
+    rows = _webhooks(work)
+    if rows is None:
+        _refuse(1, "webhook not found")
+    for row in rows:
+        outcome = row["status_code"] if row["status_code"] is not None else row["error"]
+        console.print(
+            f"{row['at'].isoformat(timespec='seconds')}  {row['delivery_id']}  {row['event']}  "
+            f"{outcome}  {row['duration_ms']:.0f} ms  ({row['delivery_status']})"
+        )
+
+
+@webhooks_app.command("replay")
+def webhooks_replay(
+    webhook_id: Annotated[str, typer.Argument(help="The webhook's id")],
+    delivery_id: Annotated[str, typer.Argument(help="The delivery's id")],
+    tenant: Annotated[str, _HOOK_TENANT] = "default",
+) -> None:
+    """Send one delivery again."""
+    from db import webhooks as sql
+
+    sub_id, one = _hook_id(webhook_id), _hook_id(delivery_id)
+
+    async def work(db: Any) -> bool:
+        if await sql.get_subscription(db, tenant, sub_id) is None:
+            return False
+        return await sql.replay(db, sub_id, one)
+
+    if not _webhooks(work):
+        _refuse(1, "webhook or delivery not found")
+    console.print(f"{delivery_id}: due again")
 
 
 def main() -> None:

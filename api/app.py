@@ -14,7 +14,7 @@ from api.admission import Admission
 from api.cluster import end_with_supervisor
 from api.draining import Drain
 from api.middleware import RequestMiddleware
-from api.routes import cache, catalog, control, events, flows, health, runs, tenants
+from api.routes import cache, catalog, control, events, flows, health, runs, tenants, webhooks
 from api.security import start_security
 from api.state import AppState
 from core.logging import configure_logging
@@ -25,6 +25,7 @@ from db.store import open_store
 from flows.registry import load_flows, loaded_flows
 from workers.declared import DeclaredFlows
 from workers.factory import make_executor
+from workers.webhooks import WebhookSender
 
 log = structlog.get_logger("pocketrun.api")
 
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         drain = Drain(drain_executor, settings.drain_grace)
         await executor.start()
         state.spawn(declared.poll(settings.sweep_interval))
+        state.spawn(WebhookSender(store, settings).run())  # --- webhooks: this process sends
         # Everything built at start lives as long as the process: keep the collector from
         # walking it again on every collection.
         gc.freeze()
@@ -89,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(tenants.router)
     app.include_router(cache.router)
+    app.include_router(webhooks.router)
     hardening.install(app, settings)  # keys and audit routes, security middleware, CORS
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
     tracing.install(app)

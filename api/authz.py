@@ -38,6 +38,8 @@ class Permission(StrEnum):
     tenant_read = "tenants:read"  # a tenant's limit of runs in flight and its load
     tenant_limit = "tenants:limits"  # override it (admins)
     cache_clear = "cache:clear"  # drop node cache entries of the tenant's flows
+    webhook_read = "webhooks:read"  # a tenant's webhooks and their delivery log
+    webhook_manage = "webhooks:manage"  # subscribe, enable, delete, replay
 
     @property
     def audit_action(self) -> str | None:
@@ -56,6 +58,7 @@ _AUDITED = {
     Permission.key_revoke: "key.revoke",
     Permission.tenant_limit: "tenant.limits",
     Permission.cache_clear: "cache.clear",
+    Permission.webhook_manage: "webhook.manage",
 }
 
 P = Permission
@@ -63,7 +66,7 @@ _CATALOG = {P.flow_read}
 _OWN_RUNS = {P.run_start, P.run_read, P.run_cancel, P.run_resume}
 _ALL_RUNS = {P.run_read, P.run_cancel, P.run_resume, P.run_retry, P.run_control}
 _RUN_INTERNALS = {P.run_internals}  # DESIGN.md section 10: never consumers
-_TENANT = {P.tenant_read, P.cache_clear}
+_TENANT = {P.tenant_read, P.cache_clear, P.webhook_read, P.webhook_manage}  # never consumers
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     # consumer: read catalog; start runs; read, cancel, resume its own

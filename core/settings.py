@@ -113,6 +113,14 @@ class Settings(BaseSettings):
     llm_base_url: str | None = None  # e.g. https://api.openai.com/v1
     llm_api_key: SecretStr | None = None
 
+    # --- webhooks (workers/webhooks.py) ---------------------------------------------------
+    webhook_allow_private: bool = False  # allow private, loopback and link-local targets
+    webhook_retry_base: float = Field(default=5.0, gt=0)  # first retry; doubles, with jitter
+    webhook_give_up: float = Field(default=86400.0, gt=0)  # then the delivery is failed
+    webhook_timeout: float = Field(default=10.0, gt=0)  # one POST
+    webhook_concurrency: int = Field(default=16, ge=1)  # POSTs in flight per process
+    webhook_poll: float = Field(default=1.0, gt=0)  # how often an idle sender looks for work
+
     @field_validator("database_url")
     @classmethod
     def _normalize(cls, value: str) -> str:

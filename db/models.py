@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -345,3 +346,62 @@ class NodeCacheEntry(Base):
 
 
 node_cache = NodeCacheEntry.__table__
+
+
+# --- webhooks (migration 0014) ------------------------------------------------------------
+
+
+class WebhookSubscription(Base):
+    """A tenant's outbound webhook: where to POST which run events, signed with ``secret``."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(100), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    events: Mapped[Any] = mapped_column(JSONType)
+    flow: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    secret: Mapped[str] = mapped_column(String(200))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(200))
+
+
+webhook_subscriptions = WebhookSubscription.__table__
+
+
+class WebhookDelivery(Base):
+    """The outbox: one event for one subscription, sent until a 2xx or given up."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    subscription_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    event: Mapped[str] = mapped_column(String(50))
+    payload: Mapped[Any] = mapped_column(JSONType)
+    status: Mapped[str] = mapped_column(String(20))  # pending, delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+webhook_deliveries = WebhookDelivery.__table__
+Index("ix_webhook_deliveries_due", webhook_deliveries.c.status, webhook_deliveries.c.next_at)
+
+
+class WebhookAttempt(Base):
+    """The delivery log: one POST of one delivery, its status code or error."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    subscription_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    duration_ms: Mapped[float] = mapped_column(Float)
+
+
+webhook_attempts = WebhookAttempt.__table__

@@ -23,7 +23,12 @@ def is_public(address: str) -> bool:
 
 
 def check_public(url: str) -> None:
-    """Raise PrivateAddress unless every address ``url``'s host resolves to is public."""
+    public_address(url)
+
+
+def public_address(url: str, *, allow_private: bool = False) -> str:
+    """The first address ``url``'s host resolves to; raise PrivateAddress unless every one
+    is public (or ``allow_private``). Connect to that address, not the name again."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{url!r} is not an http(s) URL")
@@ -34,8 +39,9 @@ def check_public(url: str) -> None:
         raise ValueError(f"can't resolve {parts.hostname!r}: {exc.strerror}") from None
     for info in infos:
         address = str(info[4][0])
-        if not is_public(address):
+        if not allow_private and not is_public(address):
             raise PrivateAddress(
                 f"{parts.hostname} resolves to {address}, a private, loopback or link-local "
                 "address; set POCKETRUN_HTTP_ALLOW_PRIVATE=true to allow it"
             )
+    return str(infos[0][4][0])

@@ -66,6 +66,23 @@ OPERATIONS: dict[tuple[str, str], tuple[str, set[str]]] = {
         "resetTenantLimits",
         SECURED | {"200", "403", "404"},
     ),
+    # --- webhooks ---
+    ("post", "/v1/webhooks"): ("createWebhook", SECURED | {"201", "400", "403", "415"}),
+    ("get", "/v1/webhooks"): ("listWebhooks", SECURED | {"200", "403"}),
+    ("get", "/v1/webhooks/{webhook_id}"): ("getWebhook", SECURED | {"200", "403", "404"}),
+    ("patch", "/v1/webhooks/{webhook_id}"): (
+        "updateWebhook",
+        SECURED | {"200", "400", "403", "404", "415"},
+    ),
+    ("delete", "/v1/webhooks/{webhook_id}"): ("deleteWebhook", SECURED | {"204", "403", "404"}),
+    ("get", "/v1/webhooks/{webhook_id}/deliveries"): (
+        "listWebhookDeliveries",
+        SECURED | {"200", "403", "404"},
+    ),
+    ("post", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay"): (
+        "replayWebhookDelivery",
+        SECURED | {"202", "403", "404"},
+    ),
     ("get", "/healthz"): ("healthz", OPEN | {"200"}),
     ("get", "/readyz"): ("readyz", OPEN | {"200", "503"}),
     ("get", "/metrics"): ("metrics", OPEN | {"200"}),

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from fastapi.routing import APIRoute
 
 from api.app import create_app
@@ -17,7 +18,7 @@ from api.authz import ROLE_PERMISSIONS, Permission, app_routes, route_permission
 from core.principal import Role
 from core.settings import Settings
 from tests.security_support import api_key, bearer
-from tests.support import TEST_AUTH, Server
+from tests.support import TEST_AUTH, Server, wait_until
 
 OK = "ok"  # 2xx, or 409: allowed, and the domain answered
 DENIED = 403
@@ -69,6 +70,20 @@ TABLE: dict[tuple[str, str], tuple[Permission, dict[str, Any]]] = {
         {"consumer": DENIED, "operator": DENIED, "engineer": DENIED},
     ),
     ("DELETE", "/v1/cache"): (Permission.cache_clear, {"consumer": DENIED}),
+    # --- webhooks: the tenant's operators, engineers and admins ---
+    ("POST", "/v1/webhooks"): (Permission.webhook_manage, {"consumer": DENIED}),
+    ("GET", "/v1/webhooks"): (Permission.webhook_read, {"consumer": DENIED}),
+    ("GET", "/v1/webhooks/{webhook_id}"): (Permission.webhook_read, {"consumer": DENIED}),
+    ("PATCH", "/v1/webhooks/{webhook_id}"): (Permission.webhook_manage, {"consumer": DENIED}),
+    ("DELETE", "/v1/webhooks/{webhook_id}"): (Permission.webhook_manage, {"consumer": DENIED}),
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): (
+        Permission.webhook_read,
+        {"consumer": DENIED},
+    ),
+    ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay"): (
+        Permission.webhook_manage,
+        {"consumer": DENIED},
+    ),
     ("GET", "/v1/audit"): (
         Permission.audit_read,
         {"consumer": DENIED, "operator": DENIED, "engineer": DENIED},
@@ -112,14 +127,50 @@ def test_the_table_covers_every_route_and_each_declares_its_permission() -> None
             assert (expected.get(role.value, OK) == OK) == allowed, (key, role)
 
 
+@pytest.fixture
+def server(server_factory) -> Server:
+    """Webhooks to the loopback receiver the table's calls name are allowed here."""
+    return server_factory({"POCKETRUN_WEBHOOK_ALLOW_PRIVATE": "true"})
+
+
+def _webhook_and_delivery(server: Server) -> dict[str, str]:
+    hook = {"url": "http://127.0.0.1:9/hook", "events": ["run.finished"]}
+    made = httpx.post(f"{server.url}/v1/webhooks", json=hook, headers=TEST_AUTH)
+    assert made.status_code == 201, made.text
+    run = httpx.post(
+        f"{server.url}/v1/flows/hello/runs?wait=10",
+        json={"input": {"name": "w"}},
+        headers=TEST_AUTH,
+    )
+    assert run.status_code in (201, 202), run.text
+    log = f"{server.url}/v1/webhooks/{made.json()['id']}/deliveries"
+    attempts = wait_until(lambda: httpx.get(log, headers=TEST_AUTH).json()["items"])
+    return {"webhook": made.json()["id"], "delivery": attempts[0]["delivery_id"]}
+
+
 def _request(client: httpx.Client, key: tuple[str, str], ids: dict[str, str]) -> httpx.Response:
     method, path = key
+    webhook = ids["webhook"]
+    hook = {"url": "http://127.0.0.1:9/hook", "events": ["run.finished"]}
+    if key == ("DELETE", "/v1/webhooks/{webhook_id}"):  # each allowed caller deletes its own
+        made = client.post("/v1/webhooks", json=hook)
+        webhook = made.json()["id"] if made.status_code == 201 else webhook
     url = path.format(
-        flow="hello", run_id=ids["run"], key_id=ids["spare_key"], seq=1, tenant="default"
+        flow="hello",
+        run_id=ids["run"],
+        key_id=ids["spare_key"],
+        seq=1,
+        webhook_id=webhook,
+        delivery_id=ids["delivery"],
+        tenant="default",
     )
     if key == ("DELETE", "/v1/cache"):
         url += "?flow=hello"
     body = None
+    if key == ("POST", "/v1/webhooks"):
+        body = hook
+    elif key == ("PATCH", "/v1/webhooks/{webhook_id}"):
+        body = {"enabled": True}
     if key == ("POST", "/v1/flows/{flow}/runs"):
         body = {"input": {"name": "table"}}
     elif key == ("POST", "/v1/flows"):  # the engineer registers it, the admin gets a 200
@@ -157,6 +208,7 @@ def test_every_route_against_every_caller(server: Server) -> None:
         created = client.post("/v1/flows/hello/runs?wait=10", json={"input": {"name": "t"}})
         assert created.status_code in (201, 202), created.text
     ids = {"run": created.json()["id"], "spare_key": api_key(server, "consumer")[0]}
+    ids.update(_webhook_and_delivery(server))
 
     failures = []
     for key, (_, expected_by_role) in TABLE.items():

@@ -39,6 +39,7 @@ from core.tracing import configure_tracing, flush
 from db.store import CLAIMABLE, RunStore, StepRecord, open_store
 from db.types import utcnow
 from flows.registry import load_flows, loaded_flows
+from workers import webhooks
 from workers.dispatch import PRIORITY_SEP, PRIORITY_STEPS, TASK_NAME, Dispatcher, redis_client
 from workers.distributed import Advancer, release_held_runs
 from workers.engine import RunEngine, default_worker_name
@@ -48,6 +49,7 @@ from workers.redis_store import RedisStore
 from workers.supervisor import Registration, Supervisor
 from workers.threads import StepThreads
 from workers.tracing import continued
+from workers.webhooks import WebhookSender
 
 # Celery's logging and shutdown notices as JSON lines (it connects signal receivers).
 importlib.import_module("workers.celery_logging")
@@ -201,6 +203,7 @@ class WorkerProcess:
                 self.loop.run_until_complete(self.live.flush())
             if self.events is not None:
                 self.loop.run_until_complete(self.events.flush())
+            self.loop.run_until_complete(webhooks.flush())  # --- webhooks: the outbox rows
             return outcome
         except StepTimeLimit:
             log.warning("task time limit: ending the run timed_out", run_id=run_id)
@@ -318,9 +321,16 @@ class Heartbeat(threading.Thread):
         )
         proc.advancer.supervisor = supervisor
         supervisor.start()
+        # --- webhooks: this worker sends due deliveries too (its own store: the pool of one
+        # stays the supervisor's)
+        hook_store = open_store(settings.database_url, pool_size=2)
+        sender = asyncio.create_task(WebhookSender(hook_store, settings).run())
         try:
             await self._stop_requested.wait()
         finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+            await hook_store.close()
             await supervisor.stop()
             with contextlib.suppress(Exception):
                 await broker.aclose()

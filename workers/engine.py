@@ -38,6 +38,7 @@ from core.settings import Settings
 from db.store import Claimed, LeaseLost, RunStore, StepRecord
 from flows.compiler import first_leaf
 from flows.registry import FlowSpec, Registry
+from workers import webhooks
 from workers.cursor import Cursor
 from workers.declared import DeclaredFlows
 from workers.history import History, encoded
@@ -394,6 +395,7 @@ class RunEngine:
             "wake_at": now() + timedelta(seconds=timeout) if timeout else None,
         }
         asked = await self.store.checkpoint(claimed.id, self.owner, seq, None, None, values)
+        webhooks.note(self.store, claimed.id, (RUN_STATUS_EVENT, RUN_WAITING_EVENT), waiting_for)
         if self.events is not None:
             status = {"status": "waiting", "current_node": node}
             self.events.publish(
@@ -434,6 +436,7 @@ class RunEngine:
 
     def _run_finished(self, run_id: uuid.UUID, last_seq: int) -> None:
         """The stream's last event; its subscribers read the finished run from the record."""
+        webhooks.note(self.store, run_id, (RUN_STATUS_EVENT, RUN_FINISHED_EVENT))
         if self.events is not None:
             event = Event(run_finished_id(last_seq), RUN_FINISHED_EVENT, {"seq": last_seq})
             self.events.publish(run_id, event)
