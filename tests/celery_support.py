@@ -27,7 +27,7 @@ from core.context import step_key
 from db.store import NewRun, open_store
 from flows.registry import REGISTRY, register
 from tests.edge_flows import CountedIn, Step, build_counted
-from tests.support import BIN, ROOT, RedisServer, wait_until
+from tests.support import BIN, ROOT, RedisServer, Server, wait_until
 from workers.dispatch import Dispatcher, redis_client
 
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
@@ -445,3 +445,13 @@ def start_worker(pg: str, redis_server: RedisServer, tmp_path: Path):
     yield start
     for worker in started:
         worker.kill()
+
+
+def celery_server(
+    pg: str, redis_url: str, start_worker: Any, tmp_path: Path, env: dict[str, str], name: str
+) -> Server:
+    """A ready worker ``name`` of two processes and a real API server, both with ``env``."""
+    start_worker(name, concurrency=2, env=env).wait_ready()
+    return Server(
+        pg, env={**worker_env(pg, redis_url), **env}, log_path=tmp_path / "server.log"
+    ).start()

@@ -113,9 +113,7 @@ def test_a_flooding_tenant_is_held_and_another_starts_first_local(
 def test_a_flooding_tenant_is_held_and_another_starts_first_celery(
     pg: str, redis_server, start_worker, tmp_path: Path
 ) -> None:
-    env = {**cs.worker_env(pg, redis_server.url), **ENV}
-    start_worker("fair-w", concurrency=2, env=ENV).wait_ready()
-    server = Server(pg, env=env, log_path=tmp_path / "server.log").start()
+    server = cs.celery_server(pg, redis_server.url, start_worker, tmp_path, ENV, "fair-w")
     try:
         _b_starts_before_a_drains(server, pg, exact=False)
     finally:
@@ -164,9 +162,7 @@ def test_held_runs_go_by_priority_within_a_tenant_local(server_factory, db_url: 
 def test_held_runs_go_by_priority_within_a_tenant_celery(
     pg: str, redis_server, start_worker, tmp_path: Path
 ) -> None:
-    env = {**cs.worker_env(pg, redis_server.url), **ENV}
-    start_worker("prio-w", concurrency=2, env=ENV).wait_ready()
-    server = Server(pg, env=env, log_path=tmp_path / "server.log").start()
+    server = cs.celery_server(pg, redis_server.url, start_worker, tmp_path, ENV, "fair-w")
     try:
         _priority_order(server, pg)
     finally:

@@ -121,8 +121,7 @@ def test_workers_share_entries_through_redis(
     pg: str, redis_server, start_worker, tmp_path: Path
 ) -> None:
     env = {**cs.worker_env(pg, redis_server.url), **ENV}
-    start_worker("cache-w", concurrency=2, env=ENV).wait_ready()
-    server = Server(pg, env=env, log_path=tmp_path / "server.log").start()
+    server = cs.celery_server(pg, redis_server.url, start_worker, tmp_path, ENV, "cache-w")
     log = tmp_path / "execs.log"
     try:
         with server.client() as client:

@@ -21,7 +21,7 @@ from core.faults import fault_point
 from core.settings import Settings
 from db.store import CLAIMABLE, Dispatch, RunHead, RunStore
 from flows.registry import Registry
-from workers.admission import LEFT_FLIGHT, release_all_held, release_held
+from workers.admission import LEFT_FLIGHT, HandOver, release_all_held, release_held
 from workers.dispatch import Dispatcher
 from workers.engine import Outcome, RunEngine
 from workers.supervisor import Supervisor
@@ -29,13 +29,18 @@ from workers.supervisor import Supervisor
 log = structlog.get_logger("pocketrun.distributed")
 
 
-async def release_held_runs(store: RunStore, dispatcher: Dispatcher, settings: Settings) -> int:
-    """A sweep's share of tenant fairness: held runs with room go to the workers."""
+def to_broker(dispatcher: Dispatcher) -> HandOver:
+    """Held runs released here go to the workers through the broker."""
 
     async def publish(found: list[Dispatch]) -> None:
         await dispatcher.publish_many((d.id, d.queue, d.priority) for d in found)
 
-    return await release_all_held(store, settings.tenant_concurrency, publish)
+    return publish
+
+
+async def release_held_runs(store: RunStore, dispatcher: Dispatcher, settings: Settings) -> int:
+    """A sweep's share of tenant fairness."""
+    return await release_all_held(store, settings.tenant_concurrency, to_broker(dispatcher))
 
 
 class Advancer:
@@ -51,6 +56,7 @@ class Advancer:
         self.registry = registry
         self.settings = settings
         self.supervisor: Supervisor | None = None  # retries slot releases that failed
+        self._to_broker = to_broker(dispatcher)
 
     @property
     def store(self) -> RunStore:
@@ -91,10 +97,7 @@ class Advancer:
 
     async def _release_held(self, tenant: str) -> None:
         """One of the tenant's runs left flight here: its held runs with room go on."""
-        await release_held(self.store, tenant, self.settings.tenant_concurrency, self._publish)
-
-    async def _publish(self, found: list[Dispatch]) -> None:
-        await self.dispatcher.publish_many((d.id, d.queue, d.priority) for d in found)
+        await release_held(self.store, tenant, self.settings.tenant_concurrency, self._to_broker)
 
     async def _release_slot(self, flow: str, run_id: uuid.UUID) -> None:
         """Free the run's slot; when that fails the supervisor tries again, and the slot is
