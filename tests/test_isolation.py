@@ -9,6 +9,7 @@ need the operator role; steps come in pages; Idempotency-Keys belong to their pr
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 from datetime import datetime
 
@@ -72,18 +73,29 @@ def test_a_flooding_tenant_leaves_another_tenants_run_fast(server_factory, db_ur
     server: Server = server_factory(FLOWS)
     flooder_key = cli_key(db_url, "consumer", "flood")
     victim_key = cli_key(db_url, "consumer", "victim")
-    flood = httpx.Client(base_url=server.url, headers=bearer(flooder_key), timeout=60)
     victim = httpx.Client(base_url=server.url, headers=bearer(victim_key), timeout=60)
     refused: list[int] = []
+    # One client per flooding thread: httpx's connection pool is not safe to share
+    # across threads under this load (a socket closed by one thread mid-read by another).
+    local = threading.local()
+    clients: list[httpx.Client] = []
+
+    def flood() -> httpx.Client:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(
+                base_url=server.url, headers=bearer(flooder_key), timeout=60
+            )
+            clients.append(local.client)
+        return local.client
 
     def background(i: int) -> None:
-        response = flood.post("/v1/flows/nap/runs", json={"input": {"seconds": 0.05}})
+        response = flood().post("/v1/flows/nap/runs", json={"input": {"seconds": 0.05}})
         if response.status_code not in (201, 202):
             refused.append(response.status_code)
 
     def inline(i: int) -> None:
         body = {"input": {"seconds": 0.5}, "mode": "inline"}
-        response = flood.post("/v1/flows/nap/runs?wait=30", json=body)
+        response = flood().post("/v1/flows/nap/runs?wait=30", json=body)
         if response.status_code not in (201, 202):
             refused.append(response.status_code)
 
@@ -108,7 +120,8 @@ def test_a_flooding_tenant_leaves_another_tenants_run_fast(server_factory, db_ur
         assert max(taken) < 2, taken
         assert not [s for s in refused if s >= 500], refused
     finally:
-        flood.close()
+        for client in clients:
+            client.close()
         victim.close()
 
 
