@@ -88,6 +88,13 @@ async def set_enabled(store: RunStore, tenant: str, sub_id: uuid.UUID, enabled: 
     return bool(done.rowcount)
 
 
+async def subscribed_tenants(store: RunStore) -> frozenset[str]:
+    """The tenants with at least one enabled subscription."""
+    query = select(SUBS.c.tenant).where(SUBS.c.enabled.is_(True)).distinct()
+    async with _sa(store).read() as conn:
+        return frozenset((await conn.execute(query)).scalars())
+
+
 async def record(
     store: RunStore, tenant: str, flow: str, event: str, payload: Mapping[str, Any]
 ) -> int:

@@ -333,7 +333,7 @@ class RunEngine:
             if step is not None:
                 self._step_finished(run_id, step, output, delta_json)
             if done:
-                self._run_finished(run_id, seq)
+                self._run_finished(claimed, seq)
                 run_ended("succeeded")
                 RUNS_FINISHED.labels(claimed.flow, "succeeded").inc()
                 return Outcome.finished
@@ -395,7 +395,13 @@ class RunEngine:
             "wake_at": now() + timedelta(seconds=timeout) if timeout else None,
         }
         asked = await self.store.checkpoint(claimed.id, self.owner, seq, None, None, values)
-        webhooks.note(self.store, claimed.id, (RUN_STATUS_EVENT, RUN_WAITING_EVENT), waiting_for)
+        webhooks.note(
+            self.store,
+            claimed.id,
+            claimed.tenant,
+            (RUN_STATUS_EVENT, RUN_WAITING_EVENT),
+            waiting_for,
+        )
         if self.events is not None:
             status = {"status": "waiting", "current_node": node}
             self.events.publish(
@@ -434,9 +440,10 @@ class RunEngine:
         if self.events is not None:
             self.events.publish(run_id, step_finished_event(step, output, delta))
 
-    def _run_finished(self, run_id: uuid.UUID, last_seq: int) -> None:
+    def _run_finished(self, claimed: Claimed, last_seq: int) -> None:
         """The stream's last event; its subscribers read the finished run from the record."""
-        webhooks.note(self.store, run_id, (RUN_STATUS_EVENT, RUN_FINISHED_EVENT))
+        run_id = claimed.id
+        webhooks.note(self.store, run_id, claimed.tenant, (RUN_STATUS_EVENT, RUN_FINISHED_EVENT))
         if self.events is not None:
             event = Event(run_finished_id(last_seq), RUN_FINISHED_EVENT, {"seq": last_seq})
             self.events.publish(run_id, event)
@@ -523,7 +530,7 @@ class RunEngine:
         self._published(run_id)
         if step is not None:
             self._step_finished(run_id, step, step.output)
-        self._run_finished(run_id, step.seq if step is not None else seq)
+        self._run_finished(claimed, step.seq if step is not None else seq)
         run_ended(status, error)
         RUNS_FINISHED.labels(claimed.flow, status).inc()
         log.info("run ended", status=status)

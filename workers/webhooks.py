@@ -13,11 +13,14 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import math
 import random
 import secrets
 import time
 import uuid
+import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -61,22 +64,77 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
+SUBSCRIBERS_TTL = 1.0  # seconds a process trusts its list of subscribed tenants
+
+
+@dataclass
+class _Subscribers:
+    """The tenants with an enabled subscription, as this process last read them."""
+
+    tenants: frozenset[str] = frozenset()
+    read_at: float = -math.inf
+    reading: asyncio.Task[frozenset[str]] | None = None
+
+    def fresh(self) -> bool:
+        return time.monotonic() - self.read_at < SUBSCRIBERS_TTL
+
+
+_subscribers: weakref.WeakKeyDictionary[RunStore, _Subscribers] = weakref.WeakKeyDictionary()
+
+
+def subscriptions_changed(store: RunStore) -> None:
+    """This process changed a subscription: read the subscribed tenants anew."""
+    known = _subscribers.get(store)
+    if known is not None:
+        known.read_at = -math.inf
+
+
+async def _subscribed(store: RunStore) -> frozenset[str]:
+    known = _subscribers.setdefault(store, _Subscribers())
+    if known.fresh():
+        return known.tenants
+    if known.reading is None:
+        known.reading = asyncio.get_running_loop().create_task(sql.subscribed_tenants(store))
+    reading = known.reading
+    try:
+        tenants = await asyncio.shield(reading)
+    finally:
+        if known.reading is reading:
+            known.reading = None
+    known.tenants, known.read_at = tenants, time.monotonic()
+    return tenants
+
+
 def note(
     store: RunStore,
     run_id: uuid.UUID,
+    tenant: str,
     events: tuple[str, ...],
     data: Mapping[str, Any] | None = None,
 ) -> None:
-    """Queue ``events`` of ``run_id`` for its tenant's subscribers, off the caller's path."""
-    task = asyncio.get_running_loop().create_task(_record(store, run_id, events, data))
+    """Queue ``events`` of ``run_id`` for its tenant's subscribers, off the caller's path.
+
+    A tenant with no subscription costs nothing here: which tenants have one is read at
+    most once a second per process, so a new subscription hears of runs from then on.
+    """
+    known = _subscribers.get(store)
+    if known is not None and known.fresh() and tenant not in known.tenants:
+        return
+    task = asyncio.get_running_loop().create_task(_record(store, run_id, tenant, events, data))
     _pending.add(task)
     task.add_done_callback(_pending.discard)
 
 
 async def _record(
-    store: RunStore, run_id: uuid.UUID, events: tuple[str, ...], data: Mapping[str, Any] | None
+    store: RunStore,
+    run_id: uuid.UUID,
+    tenant: str,
+    events: tuple[str, ...],
+    data: Mapping[str, Any] | None,
 ) -> None:
     try:
+        if tenant not in await _subscribed(store):
+            return
         run = await store.get(run_id)
         if run is None:
             return

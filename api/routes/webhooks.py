@@ -22,7 +22,7 @@ from core.errors import InvalidInput, NotFound
 from core.principal import Principal
 from db import webhooks as sql
 from nodes.net import PrivateAddress, public_address
-from workers.webhooks import new_secret
+from workers.webhooks import new_secret, subscriptions_changed
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], route_class=LeanRoute)
 
@@ -128,6 +128,7 @@ async def create_webhook(
     row = await sql.create_subscription(
         store, principal.tenant, body.url, events, body.flow, new_secret(), principal.subject
     )
+    subscriptions_changed(store)
     location = {"Location": f"/v1/webhooks/{row['id']}"}
     return json_response(WebhookCreated, row, 201, location)
 
@@ -182,6 +183,7 @@ async def update_webhook(
     store = app_state(request).store
     if not await sql.set_enabled(store, principal.tenant, webhook_id, body.enabled):
         raise NotFound(f"webhook '{webhook_id}' not found")
+    subscriptions_changed(store)
     return json_response(WebhookOut, await _own(request, principal, webhook_id))
 
 
