@@ -14,7 +14,18 @@ from api.admission import Admission
 from api.cluster import end_with_supervisor
 from api.draining import Drain
 from api.middleware import RequestMiddleware
-from api.routes import cache, catalog, control, events, flows, health, runs, tenants, webhooks
+from api.routes import (
+    cache,
+    catalog,
+    control,
+    events,
+    flows,
+    health,
+    runs,
+    schedules,
+    tenants,
+    webhooks,
+)
 from api.security import start_security
 from api.state import AppState
 from core.logging import configure_logging
@@ -24,7 +35,9 @@ from db.migrate import upgrade
 from db.store import open_store
 from flows.registry import load_flows, loaded_flows
 from workers.declared import DeclaredFlows
+from workers.executor import hand_over_to
 from workers.factory import make_executor
+from workers.scheduler import Scheduler
 from workers.webhooks import WebhookSender
 
 log = structlog.get_logger("pocketrun.api")
@@ -62,6 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await executor.start()
         state.spawn(declared.poll(settings.sweep_interval))
         state.spawn(WebhookSender(store, settings).run())  # --- webhooks: this process sends
+        if settings.scheduler:  # --- schedules: this process fires due ticks too
+            state.scheduler = Scheduler(store, registry, settings, hand_over_to(executor))
+            state.spawn(state.scheduler.run())
         # Everything built at start lives as long as the process: keep the collector from
         # walking it again on every collection.
         gc.freeze()
@@ -92,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tenants.router)
     app.include_router(cache.router)
     app.include_router(webhooks.router)
+    app.include_router(schedules.router)
     hardening.install(app, settings)  # keys and audit routes, security middleware, CORS
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
     tracing.install(app)

@@ -40,6 +40,8 @@ class Permission(StrEnum):
     cache_clear = "cache:clear"  # drop node cache entries of the tenant's flows
     webhook_read = "webhooks:read"  # a tenant's webhooks and their delivery log
     webhook_manage = "webhooks:manage"  # subscribe, enable, delete, replay
+    schedule_read = "schedules:read"  # a tenant's schedules
+    schedule_manage = "schedules:manage"  # create, change, enable, disable, delete
 
     @property
     def audit_action(self) -> str | None:
@@ -59,6 +61,7 @@ _AUDITED = {
     Permission.tenant_limit: "tenant.limits",
     Permission.cache_clear: "cache.clear",
     Permission.webhook_manage: "webhook.manage",
+    Permission.schedule_manage: "schedule.manage",
 }
 
 P = Permission
@@ -66,7 +69,14 @@ _CATALOG = {P.flow_read}
 _OWN_RUNS = {P.run_start, P.run_read, P.run_cancel, P.run_resume}
 _ALL_RUNS = {P.run_read, P.run_cancel, P.run_resume, P.run_retry, P.run_control}
 _RUN_INTERNALS = {P.run_internals}  # DESIGN.md section 10: never consumers
-_TENANT = {P.tenant_read, P.cache_clear, P.webhook_read, P.webhook_manage}  # never consumers
+_TENANT = {  # never consumers
+    P.tenant_read,
+    P.cache_clear,
+    P.webhook_read,
+    P.webhook_manage,
+    P.schedule_read,
+    P.schedule_manage,
+}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     # consumer: read catalog; start runs; read, cancel, resume its own

@@ -12,6 +12,7 @@ from core.settings import Settings
 from db.store import TERMINAL, RunStore
 from flows.registry import Registry
 from workers.executor import Executor
+from workers.scheduler import Scheduler
 
 SETTLED = (*TERMINAL, "waiting", "paused")  # nothing happens to these by itself
 
@@ -23,6 +24,7 @@ class AppState:
     registry: Registry
     executor: Executor
     admission: Admission
+    scheduler: Scheduler | None = None  # fires due schedules here (SCHEDULER=true)
     tasks: set[asyncio.Task] = field(default_factory=set)
     draining: asyncio.Event = field(default_factory=asyncio.Event)  # long polls answer now
 

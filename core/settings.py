@@ -121,6 +121,13 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(default=16, ge=1)  # POSTs in flight per process
     webhook_poll: float = Field(default=1.0, gt=0)  # how often an idle sender looks for work
 
+    # --- schedules (workers/scheduler.py) -------------------------------------------------
+    scheduler: bool = True  # this process fires due schedules (any number of processes may)
+    schedule_poll: float = Field(default=1.0, gt=0)  # longest wait before looking again
+    # A tick found later than this after the tick that followed it was missed (downtime):
+    # the missed ticks fire once, together, and the schedule goes on from now.
+    schedule_catch_up: float = Field(default=2.0, ge=0)
+
     @field_validator("database_url")
     @classmethod
     def _normalize(cls, value: str) -> str:

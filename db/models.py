@@ -405,3 +405,46 @@ class WebhookAttempt(Base):
 
 
 webhook_attempts = WebhookAttempt.__table__
+
+
+# --- schedules (migration 0015) -----------------------------------------------------------
+
+
+class ScheduleRecord(Base):
+    """Runs of a flow started on a cron or interval tick, by whichever process is up.
+
+    ``next_run_at`` is the tick not yet fired; firing it is one conditional update of this
+    column (the tick the firing process read), so one process wins each tick. ``name`` is
+    set for schedules declared in code (``register(..., schedules=...)``), unique per tenant.
+    """
+
+    __tablename__ = "schedules"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    flow: Mapped[str] = mapped_column(String(100))
+    version: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    cron: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    every: Mapped[float | None] = mapped_column(Float, nullable=True)
+    timezone: Mapped[str] = mapped_column(String(64))
+    input: Mapped[Any] = mapped_column(JSONType)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    next_run_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_tick_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+schedules = ScheduleRecord.__table__
+Index("ix_schedules_tenant_id", schedules.c.tenant, schedules.c.id)
+Index("uq_schedules_tenant_name", schedules.c.tenant, schedules.c.name, unique=True)
+Index(
+    "ix_schedules_due",
+    schedules.c.next_run_at,
+    sqlite_where=text("enabled"),
+    postgresql_where=text("enabled"),
+)

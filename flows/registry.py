@@ -7,12 +7,13 @@ import inspect
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pocketflow import Flow
 from pydantic import BaseModel, ConfigDict
 
+from core.cron import cron_problem, every_problem, timezone_problem
 from core.errors import FlowDefinitionError, NotFound
 from flows import own
 from flows.compiler import Graph, compile_flow, first_leaf
@@ -31,6 +32,22 @@ class AnyObject(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A schedule declared with its flow: ``register(..., schedules=[Schedule(cron=...)])``.
+
+    Exactly one of ``cron`` (5 fields, in ``timezone``) and ``every`` (seconds). Every
+    process that loads the flow declares it under ``name`` (default ``<flow>/<index>``) in
+    the default tenant; operators may disable it like any other schedule."""
+
+    cron: str | None = None
+    every: float | None = None
+    timezone: str = "UTC"
+    input: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    enabled: bool = True
+
+
 @dataclass(slots=True)
 class FlowSpec:
     name: str
@@ -47,6 +64,7 @@ class FlowSpec:
     concurrency: int | None
     graph: Graph = field(repr=False)
     sync_nodes: SyncNodes = "thread"
+    schedules: tuple[Schedule, ...] = ()
 
     @property
     def graph_hash(self) -> str:
@@ -190,6 +208,7 @@ def register(
     run_timeout: float | None = 3600,
     concurrency: int | None = None,
     sync_nodes: SyncNodes = "thread",
+    schedules: list[Schedule] | None = None,
     registry: Registry | None = None,
 ) -> FlowSpec:
     """Register a flow factory; the graph is compiled now, so a bad shape fails here."""
@@ -227,7 +246,29 @@ def register(
         graph=graph,
         sync_nodes=sync_nodes,
     )
+    spec.schedules = tuple(_checked_schedule(spec, i, s) for i, s in enumerate(schedules or []))
     return (registry or REGISTRY).add(spec)
+
+
+def _checked_schedule(spec: FlowSpec, index: int, schedule: Schedule) -> Schedule:
+    where = f"flow '{spec.name}' schedule {schedule.name or index}"
+    if not isinstance(schedule, Schedule):
+        raise FlowDefinitionError(f"{where}: schedules are flows.registry.Schedule objects")
+    if (schedule.cron is None) == (schedule.every is None):
+        raise FlowDefinitionError(f"{where}: give exactly one of cron and every")
+    problem = (
+        (cron_problem(schedule.cron) if schedule.cron is not None else None)
+        or (every_problem(schedule.every) if schedule.every is not None else None)
+        or timezone_problem(schedule.timezone)
+    )
+    if problem:
+        raise FlowDefinitionError(f"{where}: {problem}")
+    try:
+        spec.validate_input(schedule.input)
+    except ValueError as exc:
+        message = f"{where}: its input does not match the flow's schema: {exc}"
+        raise FlowDefinitionError(message) from None
+    return replace(schedule, name=schedule.name or f"{spec.name}/{index}")
 
 
 def flow(name: str, **options: Any) -> Callable[[Callable[[], Flow]], Callable[[], Flow]]:

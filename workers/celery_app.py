@@ -41,11 +41,12 @@ from db.types import utcnow
 from flows.registry import load_flows, loaded_flows
 from workers import webhooks
 from workers.dispatch import PRIORITY_SEP, PRIORITY_STEPS, TASK_NAME, Dispatcher, redis_client
-from workers.distributed import Advancer, release_held_runs
+from workers.distributed import Advancer, release_held_runs, to_broker
 from workers.engine import RunEngine, default_worker_name
 from workers.node_cache import node_cache
 from workers.redis_events import RedisEvents
 from workers.redis_store import RedisStore
+from workers.scheduler import Scheduler
 from workers.supervisor import Registration, Supervisor
 from workers.threads import StepThreads
 from workers.tracing import continued
@@ -321,16 +322,20 @@ class Heartbeat(threading.Thread):
         )
         proc.advancer.supervisor = supervisor
         supervisor.start()
-        # --- webhooks: this worker sends due deliveries too (its own store: the pool of one
-        # stays the supervisor's)
-        hook_store = open_store(settings.database_url, pool_size=2)
-        sender = asyncio.create_task(WebhookSender(hook_store, settings).run())
+        # --- webhooks and schedules: this worker sends due deliveries and fires due ticks
+        # too (their own store: the pool of one stays the supervisor's)
+        background_store = open_store(settings.database_url, pool_size=2)
+        background = [asyncio.create_task(WebhookSender(background_store, settings).run())]
+        if settings.scheduler:
+            scheduler = Scheduler(background_store, proc.registry, settings, to_broker(dispatcher))
+            background.append(asyncio.create_task(scheduler.run()))
         try:
             await self._stop_requested.wait()
         finally:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
-            await hook_store.close()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await background_store.close()
             await supervisor.stop()
             with contextlib.suppress(Exception):
                 await broker.aclose()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from core.changes import ChangeFeed
+from db.store import Dispatch
 from workers.live import EventSource
 
 
@@ -36,3 +38,13 @@ class Executor(Protocol):
         ``budget`` seconds, then (or if no slot came in time) carries on in the background."""
 
     async def health(self) -> dict[str, Any]: ...
+
+
+def hand_over_to(executor: Executor) -> Callable[[list[Dispatch]], Awaitable[None]]:
+    """Runs made outside a request (a schedule's tick) go to ``executor``."""
+
+    async def hand_over(found: list[Dispatch]) -> None:
+        for run in found:
+            await executor.submit(run.id, priority=run.priority, queue=run.queue, tenant=run.tenant)
+
+    return hand_over
