@@ -131,6 +131,7 @@ class ErrorOut(BaseModel):
 class TriggerOut(BaseModel):
     type: Literal["api", "cli", "schedule", "replay"]
     id: str | None = None
+    tick: datetime | None = Field(default=None, description="A schedule's tick this run is for")
 
 
 class WaitingFor(BaseModel):

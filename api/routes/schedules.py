@@ -157,6 +157,7 @@ async def create_schedule(
 ) -> Response:
     if problems := _timing_problems(body.cron, body.every, body.timezone):
         raise InvalidInput("the schedule's timing is not valid", errors=problems)
+    await request.app.state.declared_flows.knows(body.flow)  # posted since this process began?
     spec = _flow(request, body.flow, body.version)
     store = app_state(request).store
     now = await store.now()
