@@ -83,6 +83,18 @@ OPERATIONS: dict[tuple[str, str], tuple[str, set[str]]] = {
         "replayWebhookDelivery",
         SECURED | {"202", "403", "404"},
     ),
+    # --- schedules ---
+    ("post", "/v1/schedules"): ("createSchedule", SECURED | {"201", "400", "403", "409", "415"}),
+    ("get", "/v1/schedules"): ("listSchedules", SECURED | {"200", "403"}),
+    ("get", "/v1/schedules/{schedule_id}"): ("getSchedule", SECURED | {"200", "403", "404"}),
+    ("patch", "/v1/schedules/{schedule_id}"): (
+        "updateSchedule",
+        SECURED | {"200", "400", "403", "404", "415"},
+    ),
+    ("delete", "/v1/schedules/{schedule_id}"): (
+        "deleteSchedule",
+        SECURED | {"204", "403", "404"},
+    ),
     ("get", "/healthz"): ("healthz", OPEN | {"200"}),
     ("get", "/readyz"): ("readyz", OPEN | {"200", "503"}),
     ("get", "/metrics"): ("metrics", OPEN | {"200"}),

@@ -19,7 +19,9 @@ from tests.support import BIN, TEST_ADMIN_KEY
 # of the run's steps, and a payload or patch holding text no database can keep (NUL) is
 # refused as any stored JSON is, and a migration's target must be a version loaded here;
 # on createWebhook, because a URL valid by the schema may not resolve or may resolve to a
-# private address (refused unless WEBHOOK_ALLOW_PRIVATE);
+# private address (refused unless WEBHOOK_ALLOW_PRIVATE); on createSchedule and
+# updateSchedule, because the flow must be loaded, the input must match its schema and the
+# cron text and time zone must mean something, which no JSON Schema says;
 # and on registerFlow, because a document valid by its
 # schema may still name an unknown node type or node, or an existing version.
 CONFIG = """
@@ -33,6 +35,18 @@ checks.positive_data_acceptance.expected-statuses = [
 include-operation-id = "createWebhook"
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "401", "403", "409", "422", "429",
+]
+
+[[operations]]
+include-operation-id = "createSchedule"
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "3xx", "401", "403", "409", "422", "429",
+]
+
+[[operations]]
+include-operation-id = "updateSchedule"
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "3xx", "401", "403", "404", "409", "422", "429",
 ]
 
 [[operations]]

@@ -84,6 +84,12 @@ TABLE: dict[tuple[str, str], tuple[Permission, dict[str, Any]]] = {
         Permission.webhook_manage,
         {"consumer": DENIED},
     ),
+    # --- schedules: the tenant's operators, engineers and admins ---
+    ("POST", "/v1/schedules"): (Permission.schedule_manage, {"consumer": DENIED}),
+    ("GET", "/v1/schedules"): (Permission.schedule_read, {"consumer": DENIED}),
+    ("GET", "/v1/schedules/{schedule_id}"): (Permission.schedule_read, {"consumer": DENIED}),
+    ("PATCH", "/v1/schedules/{schedule_id}"): (Permission.schedule_manage, {"consumer": DENIED}),
+    ("DELETE", "/v1/schedules/{schedule_id}"): (Permission.schedule_manage, {"consumer": DENIED}),
     ("GET", "/v1/audit"): (
         Permission.audit_read,
         {"consumer": DENIED, "operator": DENIED, "engineer": DENIED},
@@ -148,19 +154,32 @@ def _webhook_and_delivery(server: Server) -> dict[str, str]:
     return {"webhook": made.json()["id"], "delivery": attempts[0]["delivery_id"]}
 
 
+SCHEDULE = {"flow": "hello", "every": 3600, "input": {"name": "s"}}
+
+
+def _schedule(server: Server) -> str:
+    made = httpx.post(f"{server.url}/v1/schedules", json=SCHEDULE, headers=TEST_AUTH)
+    assert made.status_code == 201, made.text
+    return made.json()["id"]
+
+
 def _request(client: httpx.Client, key: tuple[str, str], ids: dict[str, str]) -> httpx.Response:
     method, path = key
-    webhook = ids["webhook"]
+    webhook, schedule = ids["webhook"], ids["schedule"]
     hook = {"url": "http://127.0.0.1:9/hook", "events": ["run.finished"]}
     if key == ("DELETE", "/v1/webhooks/{webhook_id}"):  # each allowed caller deletes its own
         made = client.post("/v1/webhooks", json=hook)
         webhook = made.json()["id"] if made.status_code == 201 else webhook
+    if key == ("DELETE", "/v1/schedules/{schedule_id}"):  # likewise
+        made = client.post("/v1/schedules", json=SCHEDULE)
+        schedule = made.json()["id"] if made.status_code == 201 else schedule
     url = path.format(
         flow="hello",
         run_id=ids["run"],
         key_id=ids["spare_key"],
         seq=1,
         webhook_id=webhook,
+        schedule_id=schedule,
         delivery_id=ids["delivery"],
         tenant="default",
     )
@@ -171,6 +190,10 @@ def _request(client: httpx.Client, key: tuple[str, str], ids: dict[str, str]) ->
         body = hook
     elif key == ("PATCH", "/v1/webhooks/{webhook_id}"):
         body = {"enabled": True}
+    elif key == ("POST", "/v1/schedules"):
+        body = SCHEDULE
+    elif key == ("PATCH", "/v1/schedules/{schedule_id}"):
+        body = {"enabled": False}
     if key == ("POST", "/v1/flows/{flow}/runs"):
         body = {"input": {"name": "table"}}
     elif key == ("POST", "/v1/flows"):  # the engineer registers it, the admin gets a 200
@@ -208,7 +231,7 @@ def test_every_route_against_every_caller(server: Server) -> None:
         created = client.post("/v1/flows/hello/runs?wait=10", json={"input": {"name": "t"}})
         assert created.status_code in (201, 202), created.text
     ids = {"run": created.json()["id"], "spare_key": api_key(server, "consumer")[0]}
-    ids.update(_webhook_and_delivery(server))
+    ids.update(_webhook_and_delivery(server), schedule=_schedule(server))
 
     failures = []
     for key, (_, expected_by_role) in TABLE.items():
