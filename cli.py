@@ -42,6 +42,8 @@ cache_app = typer.Typer(help="The node result cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 webhooks_app = typer.Typer(help="Outbound webhooks of a tenant.", no_args_is_help=True)
 app.add_typer(webhooks_app, name="webhooks")
+schedules_app = typer.Typer(help="Schedules that start runs of a flow.", no_args_is_help=True)
+app.add_typer(schedules_app, name="schedules")
 app.add_typer(new_app, name="new")
 console = Console()
 err = Console(stderr=True)
@@ -1212,6 +1214,124 @@ def webhooks_replay(
     if not _webhooks(work):
         _refuse(1, "webhook or delivery not found")
     console.print(f"{delivery_id}: due again")
+
+
+# --- schedules: a tenant's cron and interval schedules ---
+
+
+def _schedule_line(row: Any) -> str:
+    timing = (
+        f"cron '{row['cron']}' {row['timezone']}" if row["cron"] else f"every {row['every']:g}s"
+    )
+    name = f" {row['name']}" if row["name"] else ""
+    state = "" if row["enabled"] else " (disabled)"
+    next_at = row["next_run_at"].isoformat(timespec="seconds")
+    return f"{row['id']}{name}  {row['flow']}  {timing}  next {next_at}{state}"
+
+
+@schedules_app.command("list")
+def schedules_list(tenant: Annotated[str, _HOOK_TENANT] = "default") -> None:
+    """The tenant's schedules and their next ticks."""
+    from db import schedules as sql
+
+    for row in _webhooks(lambda db: sql.list_page(db, tenant, None, 10_000)):
+        console.print(_schedule_line(row), highlight=False)
+
+
+@schedules_app.command("create")
+def schedules_create(
+    flow: Annotated[str, typer.Argument(help="The flow to run")],
+    cron: Annotated[str | None, typer.Option(help="5 cron fields, e.g. '*/5 * * * *'")] = None,
+    every: Annotated[float | None, typer.Option(help="Seconds between runs")] = None,
+    timezone: Annotated[str, typer.Option(help="The cron's IANA time zone")] = "UTC",
+    input: Annotated[str, typer.Option("--input", help="The runs' input, as JSON")] = "{}",
+    name: Annotated[str | None, typer.Option(help="A name unique in the tenant")] = None,
+    version: Annotated[str | None, typer.Option(help="Default: the highest loaded")] = None,
+    disabled: Annotated[bool, typer.Option("--disabled", help="Create it disabled")] = False,
+    tenant: Annotated[str, _HOOK_TENANT] = "default",
+) -> None:
+    """Start runs of FLOW on a cron or fixed-interval schedule; prints the schedule."""
+    from api.schedule_definitions import new_schedule
+    from core.errors import Conflict, InvalidInput
+    from db import schedules as sql
+
+    try:
+        data = json.loads(input)
+    except json.JSONDecodeError as exc:
+        _refuse(2, f"--input is not JSON: {exc}")
+    if not isinstance(data, dict):
+        _refuse(2, "--input must be a JSON object")
+    registry = _loaded_flows(_settings().flow_modules)
+    fields = {"flow": flow, "cron": cron, "every": every, "timezone": timezone, "input": data}
+    fields.update(name=name, version=version, enabled=not disabled)
+
+    async def work(db: Any) -> Any:
+        row = new_schedule(registry, fields, tenant=tenant, by="cli", now=await db.now())
+        return await sql.create(db, row)
+
+    try:
+        row = _webhooks(work)
+    except InvalidInput as exc:
+        errors = exc.errors or []
+        _refuse(2, f"{exc.detail}:" if errors else exc.detail, *(_error_line(e) for e in errors))
+    except Conflict as exc:
+        _refuse(1, exc.detail)
+    console.print(_schedule_line(row), highlight=False)
+
+
+def _set_enabled(schedule_id: str, tenant: str, enabled: bool) -> None:
+    from core.cron import first_tick
+    from db import schedules as sql
+
+    one = _hook_id(schedule_id)
+
+    async def work(db: Any) -> Any:
+        row = await sql.get(db, tenant, one)
+        if row is None:
+            return None
+        values: dict[str, Any] = {"enabled": enabled}
+        if enabled and not row["enabled"]:  # counts from now: no catch-up of the time off
+            values["next_run_at"] = first_tick(
+                row["cron"], row["every"], row["timezone"], await db.now()
+            )
+        await sql.change(db, tenant, one, values)
+        return await sql.get(db, tenant, one)
+
+    row = _webhooks(work)
+    if row is None:
+        _refuse(1, "schedule not found")
+    console.print(_schedule_line(row), highlight=False)
+
+
+@schedules_app.command("enable")
+def schedules_enable(
+    schedule_id: Annotated[str, typer.Argument(help="The schedule's id")],
+    tenant: Annotated[str, _HOOK_TENANT] = "default",
+) -> None:
+    """Enable a schedule: its next tick counts from now."""
+    _set_enabled(schedule_id, tenant, True)
+
+
+@schedules_app.command("disable")
+def schedules_disable(
+    schedule_id: Annotated[str, typer.Argument(help="The schedule's id")],
+    tenant: Annotated[str, _HOOK_TENANT] = "default",
+) -> None:
+    """Disable a schedule: no runs until it is enabled again."""
+    _set_enabled(schedule_id, tenant, False)
+
+
+@schedules_app.command("delete")
+def schedules_delete(
+    schedule_id: Annotated[str, typer.Argument(help="The schedule's id")],
+    tenant: Annotated[str, _HOOK_TENANT] = "default",
+) -> None:
+    """Delete a schedule (the runs it started stay)."""
+    from db import schedules as sql
+
+    if not _webhooks(lambda db: sql.remove(db, tenant, _hook_id(schedule_id))):
+        _refuse(1, "schedule not found")
+    console.print(f"{schedule_id}: deleted")
 
 
 def main() -> None:

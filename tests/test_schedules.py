@@ -24,7 +24,7 @@ from core.errors import FlowDefinitionError
 from flows.registry import Registry, Schedule, register
 from tests import celery_support as cs
 from tests.schedule_flows import Greeting, build_greet
-from tests.security_support import bearer, cli_key
+from tests.security_support import bearer, cli_key, pocketrun
 from tests.support import Server, wait_until
 
 pg, redis_server, start_worker = cs.pg, cs.redis_server, cs.start_worker
@@ -238,6 +238,37 @@ def test_schedules_belong_to_their_tenant_and_consumers_may_not_manage_them(
             made["id"],
             named["id"],
         }
+
+
+def test_the_cli_creates_lists_disables_and_deletes_schedules(server_factory, db_url: str) -> None:
+    env = {"POCKETRUN_FLOWS": FLOWS}
+
+    def cli(*args: str) -> Any:
+        return pocketrun(db_url, "schedules", *args, env=env)
+
+    bad = cli("create", "greet", "--cron", "61 * * * *", "--input", '{"name": "c"}')
+    assert bad.returncode == 2 and "cron:" in bad.stderr, bad.stderr
+    bad = cli("create", "greet", "--every", "60", "--input", '{"times": 3}')
+    assert bad.returncode == 2 and "input.name:" in bad.stderr, bad.stderr
+    assert cli("create", "nope", "--every", "60").returncode == 2
+    made = cli("create", "greet", "--every", "1", "--input", '{"name": "cli"}', "--name", "c1")
+    assert made.returncode == 0, made.stderr
+    schedule_id = made.stdout.split()[0]
+    assert "every 1s" in made.stdout and "c1" in made.stdout
+    assert schedule_id in cli("list").stdout
+    server: Server = server_factory(ENV)
+    with server.client() as client:
+        runs = _at_least(client, schedule_id, 2)
+        assert {r["trigger"]["type"] for r in runs} == {"schedule"}
+        off = cli("disable", schedule_id)
+        assert off.returncode == 0 and "(disabled)" in off.stdout, off.stdout
+        assert client.get(f"/v1/schedules/{schedule_id}").json()["enabled"] is False
+        assert cli("enable", schedule_id).returncode == 0
+        assert client.get(f"/v1/schedules/{schedule_id}").json()["enabled"] is True
+        assert cli("delete", schedule_id).returncode == 0
+        assert client.get(f"/v1/schedules/{schedule_id}").status_code == 404
+    assert cli("delete", schedule_id).returncode == 1
+    assert schedule_id not in cli("list").stdout
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

@@ -9,22 +9,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.authz import Permission, Requires
 from api.deps import app_state
 from api.openapi import LOCATION, errors
 from api.pagination import CURSOR_PATTERN, keyset_page, parse_cursor
-from api.problems import field_errors
 from api.routing import LeanRoute
-from api.schemas import json_problems
+from api.schedule_definitions import checked_input, flow_of, new_schedule, timing_problems
 from api.serialize import json_response, page
-from core.cron import cron_problem, every_problem, first_tick, timezone_problem
+from core.cron import first_tick
 from core.errors import InvalidInput, NotFound
-from core.ids import uuid7
 from core.principal import Principal
 from db import schedules as sql
-from flows.registry import FlowSpec
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"], route_class=LeanRoute)
 
@@ -87,45 +84,6 @@ class SchedulePage(BaseModel):
     next_cursor: str | None
 
 
-def _problem(field: str, msg: str, type_: str) -> dict[str, Any]:
-    return {"loc": ["body", field], "path": f"body.{field}", "msg": msg, "type": type_}
-
-
-def _timing_problems(cron: str | None, every: float | None, timezone: str) -> list[dict]:
-    problems = []
-    if (cron is None) == (every is None):
-        problems.append(_problem("cron", "give exactly one of cron and every", "schedule_timing"))
-    if cron is not None and (msg := cron_problem(cron)):
-        problems.append(_problem("cron", msg, "invalid_cron"))
-    if every is not None and (msg := every_problem(every)):
-        problems.append(_problem("every", msg, "invalid_interval"))
-    if msg := timezone_problem(timezone):
-        problems.append(_problem("timezone", msg, "invalid_timezone"))
-    return problems
-
-
-def _flow(request: Request, flow: str, version: str | None) -> FlowSpec:
-    try:
-        return app_state(request).registry.get(flow, version)
-    except NotFound as exc:
-        field = "version" if version is not None and "version" in exc.detail else "flow"
-        problem = _problem(field, exc.detail, "unknown_flow")
-        raise InvalidInput(exc.detail, errors=[problem]) from None
-
-
-def _checked_input(spec: FlowSpec, data: dict[str, Any]) -> dict[str, Any]:
-    if problems := json_problems(data, ("body", "input")):
-        raise InvalidInput("the input holds values JSON can't store", errors=problems)
-    try:
-        spec.validate_input(data)
-    except ValidationError as exc:
-        raise InvalidInput(
-            "the input does not match the flow's schema",
-            errors=field_errors(exc.errors(), ("body", "input")),
-        ) from None
-    return data
-
-
 async def _own(request: Request, principal: Principal, schedule_id: uuid.UUID) -> dict[str, Any]:
     row = await sql.get(app_state(request).store, principal.tenant, schedule_id)
     if row is None:
@@ -155,28 +113,16 @@ async def create_schedule(
     request: Request,
     principal: Annotated[Principal, Requires(Permission.schedule_manage)],
 ) -> Response:
-    if problems := _timing_problems(body.cron, body.every, body.timezone):
-        raise InvalidInput("the schedule's timing is not valid", errors=problems)
     await request.app.state.declared_flows.knows(body.flow)  # posted since this process began?
-    spec = _flow(request, body.flow, body.version)
     store = app_state(request).store
-    now = await store.now()
-    row = {
-        "id": uuid7(),
-        "tenant": principal.tenant,
-        "name": body.name,
-        "flow": spec.name,
-        "version": body.version,
-        "cron": body.cron,
-        "every": body.every,
-        "timezone": body.timezone,
-        "input": _checked_input(spec, body.input),
-        "enabled": body.enabled,
-        "next_run_at": first_tick(body.cron, body.every, body.timezone, now),
-        "created_at": now,
-        "created_by": principal.subject,
-        "updated_at": now,
-    }
+    fields = body.model_dump()
+    row = new_schedule(
+        app_state(request).registry,
+        fields,
+        tenant=principal.tenant,
+        by=principal.subject,
+        now=await store.now(),
+    )
     created = await sql.create(store, row)
     _woken(request)
     location = {"Location": f"/v1/schedules/{row['id']}"}
@@ -242,11 +188,11 @@ async def update_schedule(
     if asked.get("every") is not None:
         asked.setdefault("cron", None)
     merged = {**current, **asked}
-    if problems := _timing_problems(merged["cron"], merged["every"], merged["timezone"]):
+    if problems := timing_problems(merged["cron"], merged["every"], merged["timezone"]):
         raise InvalidInput("the schedule's timing is not valid", errors=problems)
     if "input" in asked or "version" in asked:
-        spec = _flow(request, current["flow"], merged["version"])
-        _checked_input(spec, merged["input"])
+        spec = flow_of(app_state(request).registry, current["flow"], merged["version"])
+        checked_input(spec, merged["input"])
     values = {k: merged[k] for k in asked}
     store = app_state(request).store
     retimed = any(k in asked for k in TIMING)
