@@ -30,9 +30,10 @@ from core.errors import NotFound, PocketrunError
 from core.ids import uuid7
 from core.settings import Settings
 from db import schedules as sql
-from db.store import Dispatch, Idempotency, NewRun, RunStore
+from db.store import Dispatch, Idempotency, RunStore
 from flows.registry import Registry
 from workers.admission import HandOver
+from workers.new_runs import new_run
 
 log = structlog.get_logger("pocketrun.scheduler")
 
@@ -114,20 +115,13 @@ class Scheduler:
 
     async def _start(self, schedule: Mapping[str, Any], tick: datetime) -> tuple[uuid.UUID, bool]:
         spec = self.registry.get(schedule["flow"], schedule["version"])
-        new = NewRun(
+        new = new_run(
+            spec,
+            spec.validate_input(schedule["input"]),
             tenant=schedule["tenant"],
             principal=schedule["created_by"],
-            flow=spec.name,
-            flow_version=spec.version,
-            graph_hash=spec.graph_hash,
-            mode="background",
-            queue=spec.queue,
-            priority=0,
-            input=spec.validate_input(schedule["input"]),
-            metadata={},
-            run_timeout=spec.run_timeout,
-            current_node=spec.start_node,
             trigger=trigger_of(schedule, tick),
+            mode="background",
             tenant_limit=self.settings.tenant_concurrency,
         )
         key = f"schedule:{schedule['id']}:{tick.isoformat()}"

@@ -27,9 +27,10 @@ from pocketflow import Flow
 from core.events import STEP_FINISHED_EVENT, Event
 from core.settings import Settings, get_settings
 from db.migrate import upgrade
-from db.store import STOPPED, TERMINAL, NewRun, RunStore, open_store
+from db.store import STOPPED, TERMINAL, RunStore, open_store
 from flows.registry import REGISTRY, FlowSpec, Registry, load_flows, register
 from workers.engine import Outcome, RunEngine
+from workers.new_runs import new_run
 
 FlowRef = str | FlowSpec | Callable[[], Flow]
 
@@ -172,23 +173,16 @@ async def _run(
 
 
 async def _create(store: RunStore, spec: FlowSpec, data: Mapping[str, Any]) -> uuid.UUID:
-    row, _ = await store.create(
-        NewRun(
-            tenant="default",
-            principal="test",
-            flow=spec.name,
-            flow_version=spec.version,
-            graph_hash=spec.graph_hash,
-            mode="background",
-            queue=spec.queue,
-            priority=0,
-            input=spec.validate_input(dict(data)),
-            metadata={},
-            run_timeout=spec.run_timeout,
-            current_node=spec.start_node,
-            trigger={"type": "api"},
-        )
+    initial = spec.validate_input(dict(data))
+    new = new_run(
+        spec,
+        initial,
+        tenant="default",
+        principal="test",
+        trigger={"type": "api"},
+        mode="background",
     )
+    row, _ = await store.create(new)
     return row["id"]
 
 

@@ -48,6 +48,7 @@ from core.principal import Principal
 from db.audit import audit_row
 from db.store import TERMINAL, Idempotency, NewRun, RunFilter
 from flows.registry import FlowSpec
+from workers.new_runs import new_run
 from workers.state_history import state_after
 
 router = APIRouter(tags=["runs"], route_class=LeanRoute)
@@ -235,20 +236,15 @@ def plan_run(
             "the input does not match the flow's schema",
             errors=field_errors(exc.errors(), ("body", "input")),
         ) from None
-    new = NewRun(
+    new = new_run(
+        spec,
+        initial,
         tenant=principal.tenant,
         principal=principal.subject,
-        flow=spec.name,
-        flow_version=spec.version,
-        graph_hash=spec.graph_hash,
-        mode=spec.mode if body.mode == "auto" else body.mode,
-        queue=spec.queue,
-        priority=body.priority,
-        input=initial,
-        metadata=body.metadata,
-        run_timeout=spec.run_timeout,
-        current_node=spec.start_node,
         trigger={"type": "api"},
+        mode=None if body.mode == "auto" else body.mode,
+        priority=body.priority,
+        metadata=body.metadata,
         tenant_limit=state.settings.tenant_concurrency,
     )
     return spec, new
