@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import String, Uuid, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.errors import Conflict
 from db.models import schedules
 from db.store import RunStore
+from db.types import UTCDateTime
 
 S = schedules
 PUBLIC = [c for c in S.c if c.name != "tenant"]
@@ -97,27 +99,46 @@ async def soonest(store: RunStore, flows: Sequence[str]) -> datetime | None:
         return (await conn.execute(query)).scalar()
 
 
-async def advance(
-    store: RunStore,
-    schedule_id: uuid.UUID,
-    tick: datetime,
-    next_tick: datetime,
-    run_id: uuid.UUID | None,
-    error: str | None,
-) -> bool:
-    """Move the schedule from ``tick`` to ``next_tick``: True for the one caller that did."""
-    query = (
-        update(S)
-        .where(S.c.id == schedule_id, S.c.next_run_at == tick)
-        .values(
-            next_run_at=next_tick,
-            last_tick_at=tick,
-            last_run_id=run_id if run_id is not None else S.c.last_run_id,
-            last_error=error[:500] if error else None,
-        )
+@dataclass(slots=True)
+class Fired:
+    """A tick some process fired: the schedule moves from ``tick`` to ``next_tick``."""
+
+    schedule_id: uuid.UUID
+    tick: datetime
+    next_tick: datetime
+    run_id: uuid.UUID | None
+    error: str | None
+
+
+_ADVANCE = (
+    update(S)
+    .where(S.c.id == bindparam("b_id", type_=Uuid()), S.c.next_run_at == bindparam("b_tick"))
+    .values(
+        next_run_at=bindparam("b_next", type_=UTCDateTime()),
+        last_tick_at=bindparam("b_tick", type_=UTCDateTime()),
+        last_run_id=func.coalesce(bindparam("b_run", type_=Uuid()), S.c.last_run_id),
+        last_error=bindparam("b_error", type_=String()),
     )
+)
+
+
+async def advance(store: RunStore, fired: Sequence[Fired]) -> None:
+    """Move each schedule on from the tick it fired, in one transaction; a schedule another
+    process moved on already is left as it is (the update is conditional on the tick)."""
+    if not fired:
+        return
+    params = [
+        {
+            "b_id": f.schedule_id,
+            "b_tick": f.tick,
+            "b_next": f.next_tick,
+            "b_run": f.run_id,
+            "b_error": f.error[:500] if f.error else None,
+        }
+        for f in fired
+    ]
     async with _sa(store).write() as conn:
-        return bool((await conn.execute(query)).rowcount)
+        await conn.execute(_ADVANCE, params)
 
 
 async def declare(store: RunStore, rows: list[dict[str, Any]]) -> int:

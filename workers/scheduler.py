@@ -5,7 +5,8 @@ Each process looks for due schedules of the flows it has loaded, and for each on
 1. creates the tick's run with the idempotency key ``schedule:<id>:<tick>``, so however
    many processes fire one tick, the database keeps one run;
 2. hands a new run to its executor;
-3. moves the schedule to its next tick with an update conditional on the tick it read.
+3. moves the schedules of the batch on to their next ticks, in one transaction, each
+   with an update conditional on the tick it read.
 
 A process that dies between 1 and 3 leaves the tick due; whoever fires it next finds the
 run made already and only moves the schedule on. A tick found more than
@@ -81,7 +82,8 @@ class Scheduler:
             if not due:
                 return made
             fired = await asyncio.gather(*(self._fire(s, now) for s in due))
-            made += sum(fired)
+            await sql.advance(self.store, [f for f, _ in fired])
+            made += sum(created for _, created in fired)
             if len(due) < BATCH:
                 return made
 
@@ -95,7 +97,8 @@ class Scheduler:
     def _flows(self) -> list[str]:
         return sorted({spec.name for spec in self.registry.all()})
 
-    async def _fire(self, schedule: Mapping[str, Any], now: datetime) -> bool:
+    async def _fire(self, schedule: Mapping[str, Any], now: datetime) -> tuple[sql.Fired, bool]:
+        """Make the tick's run (or find it made); where the schedule goes next."""
         async with self._firing:
             tick = schedule["next_run_at"]
             timing = (schedule["cron"], schedule["every"], schedule["timezone"])
@@ -108,10 +111,9 @@ class Scheduler:
             except (NotFound, ValidationError, PocketrunError) as exc:
                 error = _reason(exc)
                 log.warning("a schedule could not start its run", schedule=str(schedule["id"]))
-            moved = await sql.advance(self.store, schedule["id"], tick, next_tick, run_id, error)
-            if caught_up and moved:
+            if caught_up and created:
                 log.info("a schedule caught up after downtime", schedule=str(schedule["id"]))
-            return created
+            return sql.Fired(schedule["id"], tick, next_tick, run_id, error), created
 
     async def _start(self, schedule: Mapping[str, Any], tick: datetime) -> tuple[uuid.UUID, bool]:
         spec = self.registry.get(schedule["flow"], schedule["version"])
