@@ -84,6 +84,8 @@ TABLE: dict[tuple[str, str], tuple[Permission, dict[str, Any]]] = {
         Permission.webhook_manage,
         {"consumer": DENIED},
     ),
+    ("GET", "/v1/me"): (Permission.session_read, {}),
+    ("GET", "/v1/workers"): (Permission.worker_read, {"consumer": DENIED}),
     ("GET", "/v1/audit"): (
         Permission.audit_read,
         {"consumer": DENIED, "operator": DENIED, "engineer": DENIED},
@@ -96,7 +98,7 @@ OPEN = {
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
-    ("GET", "/redoc"),
+    ("GET", "/ui"),  # the dashboard's page: it signs in with a key like any client
 }
 
 
