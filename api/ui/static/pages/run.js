@@ -295,6 +295,9 @@ export function renderRun(root, runId) {
     }
     counter.textContent = `${events} events`;
     counter.dataset.events = String(events);
+    const now = String(performance.now());
+    if (!counter.dataset.firstAt) counter.dataset.firstAt = now;
+    counter.dataset.lastAt = now;
     if (!graph && pathNodes.length) drawPathGraph();
     if (timeline) drawTimeline();
     if (head) drawHead();
