@@ -4,6 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 .PHONY: run test lint format bench worker clean
 
 $(STAMP): pyproject.toml
@@ -23,7 +26,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-test: lint
+# The dashboard tests drive a real headless Chromium (Debian's package; no download).
+$(CHROMIUM):
+	$(SUDO) apt-get install -y chromium || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
+
+test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 format: $(STAMP)
@@ -35,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.peers
 	$(BIN)/python -m bench.http_inline
 	$(BIN)/python -m bench.api
+	$(BIN)/python -m bench.dashboard
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

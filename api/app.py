@@ -23,11 +23,14 @@ from api.routes import (
     health,
     runs,
     schedules,
+    session,
     tenants,
     webhooks,
+    workers,
 )
 from api.security import start_security
 from api.state import AppState
+from api.ui import routes as ui
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
 from core.tracing import configure_tracing
@@ -97,6 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         description="A durable backend for PocketFlow workflows.",
         lifespan=lifespan,
+        docs_url=None,  # served by api.ui from vendored files: /docs works offline
+        redoc_url=None,
     )
     problems.install(app)
     app.include_router(health.router)
@@ -109,6 +114,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(cache.router)
     app.include_router(webhooks.router)
     app.include_router(schedules.router)
+    app.include_router(session.router)
+    app.include_router(workers.router)
+    ui.install(app)
     hardening.install(app, settings)  # keys and audit routes, security middleware, CORS
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
     tracing.install(app)

@@ -42,6 +42,8 @@ class Permission(StrEnum):
     webhook_manage = "webhooks:manage"  # subscribe, enable, delete, replay
     schedule_read = "schedules:read"  # a tenant's schedules
     schedule_manage = "schedules:manage"  # create, change, enable, disable, delete
+    session_read = "session:read"  # who the caller is and what it may do (the dashboard)
+    worker_read = "workers:read"  # live workers, what they run, queue depth
 
     @property
     def audit_action(self) -> str | None:
@@ -66,6 +68,7 @@ _AUDITED = {
 
 P = Permission
 _CATALOG = {P.flow_read}
+_SESSION = {P.session_read}  # every role
 _OWN_RUNS = {P.run_start, P.run_read, P.run_cancel, P.run_resume}
 _ALL_RUNS = {P.run_read, P.run_cancel, P.run_resume, P.run_retry, P.run_control}
 _RUN_INTERNALS = {P.run_internals}  # DESIGN.md section 10: never consumers
@@ -77,17 +80,26 @@ _TENANT = {  # never consumers
     P.schedule_read,
     P.schedule_manage,
 }
+_OPERATIONS = {P.worker_read}  # never consumers: worker names carry host names
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     # consumer: read catalog; start runs; read, cancel, resume its own
-    Role.consumer: frozenset(_CATALOG | _OWN_RUNS),
+    Role.consumer: frozenset(_SESSION | _CATALOG | _OWN_RUNS),
     # operator: read catalog; read, cancel, resume, retry, replay, pause and unpause all
     # runs of the tenant, and
     # see their internals (tracebacks, step deltas, the shared store)
-    Role.operator: frozenset(_CATALOG | _ALL_RUNS | _RUN_INTERNALS | _TENANT),
+    Role.operator: frozenset(
+        _SESSION | _CATALOG | _ALL_RUNS | _RUN_INTERNALS | _TENANT | _OPERATIONS
+    ),
     # engineer: as operator, plus flow internals and registration
     Role.engineer: frozenset(
-        _CATALOG | _ALL_RUNS | _RUN_INTERNALS | _TENANT | {P.flow_internals, P.flow_register}
+        _SESSION
+        | _CATALOG
+        | _ALL_RUNS
+        | _RUN_INTERNALS
+        | _TENANT
+        | _OPERATIONS
+        | {P.flow_internals, P.flow_register}
     ),
     # admin: everything, including keys and the audit log
     Role.admin: frozenset(Permission),

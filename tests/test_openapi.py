@@ -95,6 +95,8 @@ OPERATIONS: dict[tuple[str, str], tuple[str, set[str]]] = {
         "deleteSchedule",
         SECURED | {"204", "403", "404"},
     ),
+    ("get", "/v1/me"): ("getSession", SECURED | {"200"}),
+    ("get", "/v1/workers"): ("listWorkers", SECURED | {"200", "403"}),
     ("get", "/healthz"): ("healthz", OPEN | {"200"}),
     ("get", "/readyz"): ("readyz", OPEN | {"200", "503"}),
     ("get", "/metrics"): ("metrics", OPEN | {"200"}),

@@ -90,6 +90,8 @@ TABLE: dict[tuple[str, str], tuple[Permission, dict[str, Any]]] = {
     ("GET", "/v1/schedules/{schedule_id}"): (Permission.schedule_read, {"consumer": DENIED}),
     ("PATCH", "/v1/schedules/{schedule_id}"): (Permission.schedule_manage, {"consumer": DENIED}),
     ("DELETE", "/v1/schedules/{schedule_id}"): (Permission.schedule_manage, {"consumer": DENIED}),
+    ("GET", "/v1/me"): (Permission.session_read, {}),
+    ("GET", "/v1/workers"): (Permission.worker_read, {"consumer": DENIED}),
     ("GET", "/v1/audit"): (
         Permission.audit_read,
         {"consumer": DENIED, "operator": DENIED, "engineer": DENIED},
@@ -102,7 +104,7 @@ OPEN = {
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
-    ("GET", "/redoc"),
+    ("GET", "/ui"),  # the dashboard's page: it signs in with a key like any client
 }
 
 

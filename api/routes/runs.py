@@ -26,6 +26,7 @@ from api.deps import app_state
 from api.openapi import ETAG, LOCATION, REPLAYED, errors
 from api.pagination import CURSOR_PATTERN, keyset_page, parse_cursor
 from api.problems import field_errors
+from api.routes.keys import TENANT_PATTERN
 from api.routing import LeanRoute
 from api.schemas import (
     Moment,
@@ -266,11 +267,23 @@ async def list_runs(
     created_before: Annotated[Moment | None, Query(description=MOMENT)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=100, pattern=CURSOR_PATTERN)] = None,
+    tenant: Annotated[
+        str | None,
+        Query(
+            max_length=100,
+            pattern=TENANT_PATTERN,
+            description="Only this tenant's runs (cross-tenant admins; others see their own)",
+        ),
+    ] = None,
 ) -> Response:
-    tenant, subject = list_scope(principal)
+    scope, subject = list_scope(principal)
+    if scope is None:
+        scope = tenant
+    elif tenant is not None and tenant != scope:
+        return json_response(RunPage, page([]))
     rows = await app_state(request).store.list(
         RunFilter(
-            tenant=tenant,
+            tenant=scope,
             principal=subject,
             flow=flow,
             statuses=list(dict.fromkeys(status or [])),
