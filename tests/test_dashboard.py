@@ -245,6 +245,13 @@ def test_no_request_leaves_127_0_0_1_while_any_page_loads(tab: Tab, server: Serv
     run_id = start(server, "ui-stages", {"input": {"label": "offline", "count": 2}})
     with server.client() as client:
         wait_for_run(client, run_id)
+        nightly = {
+            "flow": "ui-stages",
+            "cron": "0 3 * * *",
+            "input": {"label": "nightly", "count": 2},
+        }
+        made = client.post("/v1/schedules", json=nightly)
+        assert made.status_code == 201, made.text
     page = tab.sign_in()
     tab.shot("ui-runs.png")
     for fragment, ready in [
@@ -257,8 +264,12 @@ def test_no_request_leaves_127_0_0_1_while_any_page_loads(tab: Tab, server: Serv
         page.goto(f"{server.url}/ui{fragment}")
         page.wait_for_selector(ready)
         page.wait_for_load_state("networkidle")
-    page.wait_for_selector("#schedules-unavailable")
+    row = page.wait_for_selector(f"[data-schedule='{made.json()['id']}']")
     tab.shot("ui-operations.png")
+    row.query_selector("button:text('Disable')").click()
+    page.wait_for_selector(f"[data-schedule='{made.json()['id']}'] button:text('Enable')")
+    with server.client() as client:
+        assert client.get(f"/v1/schedules/{made.json()['id']}").json()["enabled"] is False
     page.goto(f"{server.url}/docs")
     page.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
     page.wait_for_load_state("networkidle")
