@@ -28,7 +28,7 @@ lint: $(STAMP)
 
 # The dashboard tests drive a real headless Chromium (Debian's package; no download).
 $(CHROMIUM):
-	$(SUDO) apt-get install -y chromium || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
 test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest
