@@ -131,7 +131,11 @@ class ErrorOut(BaseModel):
 class TriggerOut(BaseModel):
     type: Literal["api", "cli", "schedule", "replay"]
     id: str | None = None
-    tick: datetime | None = Field(default=None, description="A schedule's tick this run is for")
+    tick: datetime | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,  # only runs a schedule started have one
+        description="The schedule's tick this run is for (schedule triggers only)",
+    )
 
 
 class WaitingFor(BaseModel):
