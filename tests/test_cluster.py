@@ -160,18 +160,16 @@ def test_a_worker_killed_under_load_is_replaced_and_every_run_finishes(
     load = Load(cluster.url, cluster.headers).start()
     try:
 
-        def victim() -> int | None:
-            """A worker holding runs right now."""
-            held = [r["lease_owner"] for r in read_runs(servers.db_url).values()]
-            pids = {_holder_pid(owner) for owner in held if owner} & workers_before
-            return min(pids) if pids else None
+        def victim() -> tuple[int, list] | None:
+            """A worker holding runs right now, and those runs (read once: they move on)."""
+            holders: dict[int, list] = {}
+            for run_id, row in read_runs(servers.db_url).items():
+                owner = row["lease_owner"]
+                if owner and _holder_pid(owner) in workers_before:
+                    holders.setdefault(_holder_pid(owner), []).append(run_id)
+            return min(holders.items()) if holders else None
 
-        pid = wait_until(victim, 30, 0.05, "a worker with runs in flight")
-        in_flight = [
-            run_id
-            for run_id, row in read_runs(servers.db_url).items()
-            if row["lease_owner"] and _holder_pid(row["lease_owner"]) == pid
-        ]
+        pid, in_flight = wait_until(victim, 30, 0.05, "a worker with runs in flight")
         killed_at = time.monotonic()
         os.kill(pid, signal.SIGKILL)
 
