@@ -62,14 +62,21 @@ class Scheduler:
 
     async def run(self) -> None:
         await self._declare_code_schedules()
+        fired_at: datetime | None = None  # the soonest tick the last firing started from
         while True:
             self._wake.clear()
             try:
-                await self.tick()
-                wait = await self._wait()
+                soonest, wait = await self._wait()
+                if wait <= 0:
+                    if soonest != fired_at:
+                        fired_at = soonest
+                        await self.tick()
+                        continue
+                    # the tick just fired is still the soonest: try it again after a poll
+                    fired_at, wait = None, self.settings.schedule_poll
             except Exception as exc:  # the database is away: try again later
                 log.warning("firing schedules failed", error=repr(exc))
-                wait = self.settings.schedule_poll
+                fired_at, wait = None, self.settings.schedule_poll
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 
@@ -87,12 +94,14 @@ class Scheduler:
             if len(due) < BATCH:
                 return made
 
-    async def _wait(self) -> float:
+    async def _wait(self) -> tuple[datetime | None, float]:
+        """The soonest tick of a flow loaded here, and the seconds until it (at most the
+        poll interval, which is what notices schedules other processes add)."""
         soonest = await sql.soonest(self.store, self._flows())
         if soonest is None:
-            return self.settings.schedule_poll
+            return None, self.settings.schedule_poll
         ahead = (soonest - await self.store.now()).total_seconds()
-        return min(max(ahead, 0.0), self.settings.schedule_poll)
+        return soonest, min(ahead, self.settings.schedule_poll)
 
     def _flows(self) -> list[str]:
         return sorted({spec.name for spec in self.registry.all()})
